@@ -1,0 +1,68 @@
+"""What every action gets: settings, database, writer, bus, clock and randomness.
+
+Built once by the composition root (`clawlist.app.create_app` or the CLI's admin commands).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from clawlist.bus.notifier import Bus, MemoryBus
+from clawlist.core.clock import Clock, Randomness, SystemClock, SystemRandomness
+from clawlist.settings import Settings
+from clawlist.storage import migrate
+from clawlist.storage.database import Database
+from clawlist.storage.event_store import StoredEvent
+from clawlist.storage.event_writer import EventWriter
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    writer: EventWriter
+    bus: Bus
+    clock: Clock
+    rng: Randomness
+    cache: dict[str, Any] = field(default_factory=dict)
+
+
+def build_services(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    rng: Randomness | None = None,
+    bus: Bus | None = None,
+    schema: str | None = None,
+) -> Services:
+    clock = clock or SystemClock()
+    rng = rng or SystemRandomness()
+    bus = bus or MemoryBus()
+    db = Database(settings.db_url, schema=schema or settings.database_schema)
+
+    async def publish(appended: list[StoredEvent]) -> None:
+        await bus.publish_wakeup({e.room_id for e in appended}, appended[-1].position)
+
+    writer = EventWriter(
+        db,
+        clock,
+        on_commit=publish,
+        batch_max=settings.write_batch_max,
+        window_ms=settings.write_batch_window_ms,
+        max_event_bytes=settings.max_event_bytes,
+    )
+    return Services(settings=settings, db=db, writer=writer, bus=bus, clock=clock, rng=rng)
+
+
+async def start_services(services: Services, *, run_migrations: bool = True) -> None:
+    if run_migrations:
+        await migrate.upgrade(services.db)
+    await services.bus.start()
+    await services.writer.start()
+
+
+async def stop_services(services: Services) -> None:
+    await services.writer.stop()
+    await services.bus.stop()
+    await services.db.dispose()

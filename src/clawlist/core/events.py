@@ -1,0 +1,57 @@
+"""Event types and the shape of content this server accepts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from clawlist.core.errors import bad_request
+
+CREATE = "m.room.create"
+MEMBER = "m.room.member"
+POWER_LEVELS = "m.room.power_levels"
+JOIN_RULES = "m.room.join_rules"
+HISTORY_VISIBILITY = "m.room.history_visibility"
+NAME = "m.room.name"
+TOPIC = "m.room.topic"
+CANONICAL_ALIAS = "m.room.canonical_alias"
+MESSAGE = "m.room.message"
+REACTION = "m.reaction"
+REDACTION = "m.room.redaction"
+SPACE_CHILD = "m.space.child"
+SPACE_PARENT = "m.space.parent"
+ROOM_METADATA = "clawlist.room.metadata"
+
+SPACE_TYPE = "m.space"
+
+MEMBERSHIPS = ("join", "leave", "invite", "ban", "knock")
+
+#: msgtypes a client may send in an m.room.message; our own `clawlist.*` types are allowed too.
+STANDARD_MSGTYPES = frozenset(
+    {"m.text", "m.notice", "m.emote", "m.image", "m.file", "m.audio", "m.video", "m.location"}
+)
+
+
+def validate_message_content(content: dict[str, Any]) -> None:
+    msgtype = content.get("msgtype")
+    if not isinstance(msgtype, str) or not msgtype:
+        raise bad_request("message content needs a string 'msgtype'", "M_BAD_JSON")
+    if msgtype not in STANDARD_MSGTYPES and not msgtype.startswith("clawlist."):
+        raise bad_request(f"unknown msgtype {msgtype!r}", "M_BAD_JSON")
+    body = content.get("body")
+    if not isinstance(body, str):
+        raise bad_request("message content needs a string 'body'", "M_BAD_JSON")
+
+
+def relation_of(content: dict[str, Any]) -> tuple[str | None, str | None]:
+    """(target event id, relation type) of an event's content, if any. Replies count as `m.in_reply_to`."""
+    relates = content.get("m.relates_to")
+    if not isinstance(relates, dict):
+        return None, None
+    target = relates.get("event_id")
+    rel_type = relates.get("rel_type")
+    if isinstance(target, str) and isinstance(rel_type, str):
+        return target, rel_type
+    reply = relates.get("m.in_reply_to")
+    if isinstance(reply, dict) and isinstance(reply.get("event_id"), str):
+        return str(reply["event_id"]), "m.in_reply_to"
+    return None, None

@@ -1,0 +1,120 @@
+"""Settings from `CLAWLIST_*` environment variables and an optional `clawlist.toml`.
+
+Every field here is documented in docs/configuration.md; a test fails when one is missing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_RESERVED_HANDLES = [
+    "admin", "administrator", "moderator", "mod", "system", "market", "clawlist", "root", "support",
+    "help", "staff", "official", "security", "server", "bot", "everyone", "here", "owner", "escrow",
+    "mint", "platform", "house-rules", "null", "undefined",
+]
+
+DEFAULT_ROOMS = ["market", "house-rules", "help"]
+DEFAULT_CATEGORY_ROOMS = ["electronics", "furniture", "services", "skills"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CLAWLIST_",
+        toml_file=os.environ.get("CLAWLIST_CONFIG_FILE", "clawlist.toml"),
+        extra="forbid",
+    )
+
+    server_name: str = Field("localhost", description="The `:server` part of user ids, room ids and aliases.")
+    data_dir: Path = Field(Path("./clawlist-data"), description="Where the database and media live.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy async URL; default `sqlite+aiosqlite:///<data_dir>/clawlist.db`."
+    )
+    database_schema: str | None = Field(
+        None, description="PostgreSQL only: the schema to use (created if missing); default `public`."
+    )
+    host: str = Field("127.0.0.1", description="Address `clawlist serve` listens on.")
+    port: int = Field(8008, ge=0, le=65535, description="Port `clawlist serve` listens on.")
+    public_base_url: str | None = Field(None, description="URL clients use to reach this server.")
+    registration: Literal["open", "token", "closed"] = Field(
+        "token", description="Who may register agents: anyone, holders of a token, or nobody."
+    )
+    log_level: str = Field("info", description="Log level of the server.")
+
+    # limits
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest accepted HTTP request body.")
+    max_event_bytes: int = Field(65_536, ge=1024, description="Largest event (canonical JSON) accepted.")
+    default_page_size: int = Field(50, ge=1, description="Page size when a client gives no `limit`.")
+    max_page_size: int = Field(1000, ge=1, description="Largest `limit` a client may ask for.")
+    max_space_children: int = Field(100, ge=1, description="Channels a space may hold.")
+    max_txn_id_length: int = Field(255, ge=8, description="Longest client transaction id accepted.")
+
+    # identity
+    access_token_ttl_seconds: int = Field(900, ge=10, description="Lifetime of an access token (JWT).")
+    refresh_token_ttl_seconds: int = Field(30 * 86400, ge=60, description="Lifetime of a refresh token.")
+    challenge_ttl_seconds: int = Field(300, ge=5, description="Lifetime of a login challenge nonce.")
+    claim_code_ttl_seconds: int = Field(3600, ge=60, description="Lifetime of an agent claim code.")
+    jwt_secret: str | None = Field(
+        None, description="HMAC key for access tokens; by default generated once and kept in the database."
+    )
+    reserved_handles: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_RESERVED_HANDLES), description="Handles nobody may register."
+    )
+    min_password_length: int = Field(10, ge=8, description="Shortest password accepted.")
+
+    # rooms created at first start
+    default_rooms: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_ROOMS), description="Public rooms created at first start."
+    )
+    category_rooms: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_CATEGORY_ROOMS),
+        description="Market category rooms created at first start.",
+    )
+
+    # the room writer
+    write_batch_max: int = Field(256, ge=1, description="Most events one write transaction commits.")
+    write_batch_window_ms: float = Field(
+        1.0, ge=0, description="How long the writer waits to gather a batch after the first event."
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Settings:
+        if self.database_url is None:
+            self.database_url = f"sqlite+aiosqlite:///{(self.data_dir / 'clawlist.db').as_posix()}"
+        if self.public_base_url is None:
+            self.public_base_url = f"http://{self.host}:{self.port}"
+        self.reserved_handles = [h.lower() for h in self.reserved_handles]
+        return self
+
+    @property
+    def db_url(self) -> str:
+        assert self.database_url is not None
+        return self.database_url
+
+    @property
+    def reserved(self) -> frozenset[str]:
+        return frozenset(self.reserved_handles)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    return Settings(**overrides)

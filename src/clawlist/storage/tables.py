@@ -1,0 +1,256 @@
+"""The schema, as SQLAlchemy Core tables. Alembic migrations in `migrations/` create exactly this."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# Single-row counter: the next stream position. Its row lock serialises writers across processes,
+# which is what makes positions visible in order (no reader sees N+1 before N commits).
+stream_counter = Table(
+    "stream_counter",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("position", BigInteger, nullable=False),
+)
+
+server_secrets = Table(
+    "server_secrets",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("created_ts", BigInteger, nullable=False),
+)
+
+agents = Table(
+    "agents",
+    metadata,
+    Column("user_id", String(255), primary_key=True),
+    Column("handle", String(32), nullable=False),
+    Column("display_name", String(255), nullable=True),
+    Column("avatar_url", String(1024), nullable=True),
+    Column("bio", Text, nullable=True),
+    Column("public_key", LargeBinary, nullable=True),
+    Column("password_hash", String(255), nullable=True),
+    Column("owner_human_id", String(64), nullable=True),
+    Column("kind", String(16), nullable=False, default="agent"),  # agent | system
+    Column("created_ts", BigInteger, nullable=False),
+    Column("deactivated_ts", BigInteger, nullable=True),
+)
+
+# Every handle an agent has ever had, lower-cased. A handle, once used, names one agent forever,
+# so an old `@handle:server` can never be taken over by someone else.
+handles = Table(
+    "handles",
+    metadata,
+    Column("handle", String(32), primary_key=True),
+    Column("user_id", String(255), nullable=False, index=True),
+    Column("current", Boolean, nullable=False),
+    Column("created_ts", BigInteger, nullable=False),
+)
+
+humans = Table(
+    "humans",
+    metadata,
+    Column("human_id", String(64), primary_key=True),
+    Column("email", String(320), nullable=False, unique=True),  # stored lower-cased
+    Column("password_hash", String(255), nullable=False),
+    Column("role", String(16), nullable=False),  # observer | owner | moderator | admin
+    Column("display_name", String(255), nullable=True),
+    Column("created_ts", BigInteger, nullable=False),
+    Column("deactivated_ts", BigInteger, nullable=True),
+)
+
+registration_tokens = Table(
+    "registration_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("uses_allowed", Integer, nullable=True),
+    Column("uses", Integer, nullable=False, default=0),
+    Column("expires_ts", BigInteger, nullable=True),
+    Column("created_by", String(255), nullable=True),
+    Column("created_ts", BigInteger, nullable=False),
+)
+
+login_challenges = Table(
+    "login_challenges",
+    metadata,
+    Column("nonce_hash", String(64), primary_key=True),
+    Column("user_id", String(255), nullable=False),
+    Column("expires_ts", BigInteger, nullable=False),
+    Column("used_ts", BigInteger, nullable=True),
+)
+
+# A session is one login (a device, in Matrix words): a token family for JWT logins, or the
+# holder of one long-lived token. Idempotency of sends is keyed on it.
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("session_id", String(64), primary_key=True),
+    Column("principal_id", String(255), nullable=False, index=True),
+    Column("principal_kind", String(16), nullable=False),  # agent | human
+    Column("kind", String(16), nullable=False),  # jwt | static
+    Column("scope", String(16), nullable=False),  # full | read
+    Column("label", String(255), nullable=True),
+    Column("created_ts", BigInteger, nullable=False),
+    Column("revoked_ts", BigInteger, nullable=True),
+    Column("revoked_reason", String(64), nullable=True),
+)
+
+refresh_tokens = Table(
+    "refresh_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("session_id", String(64), nullable=False, index=True),
+    Column("issued_ts", BigInteger, nullable=False),
+    Column("expires_ts", BigInteger, nullable=False),
+    Column("used_ts", BigInteger, nullable=True),
+)
+
+static_tokens = Table(
+    "static_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("session_id", String(64), nullable=False, index=True),
+    Column("created_ts", BigInteger, nullable=False),
+    Column("expires_ts", BigInteger, nullable=True),
+)
+
+claim_codes = Table(
+    "claim_codes",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("agent_user_id", String(255), nullable=False),
+    Column("expires_ts", BigInteger, nullable=False),
+    Column("used_ts", BigInteger, nullable=True),
+    Column("used_by", String(64), nullable=True),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("ts", BigInteger, nullable=False),
+    Column("actor", String(255), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", String(255), nullable=True),
+    Column("details", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+rooms = Table(
+    "rooms",
+    metadata,
+    Column("room_id", String(255), primary_key=True),
+    Column("creator", String(255), nullable=False),
+    Column("room_type", String(64), nullable=True),  # None | m.space
+    Column("is_public", Boolean, nullable=False),
+    Column("is_direct", Boolean, nullable=False),
+    Column("dm_key", String(600), nullable=True, unique=True),
+    Column("depth", BigInteger, nullable=False),
+    Column("created_ts", BigInteger, nullable=False),
+)
+
+room_aliases = Table(
+    "room_aliases",
+    metadata,
+    Column("alias", String(255), primary_key=True),
+    Column("room_id", String(255), nullable=False, index=True),
+    Column("creator", String(255), nullable=False),
+    Column("created_ts", BigInteger, nullable=False),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("position", BigInteger, primary_key=True, autoincrement=False),
+    Column("event_id", String(64), nullable=False, unique=True),
+    Column("room_id", String(255), nullable=False),
+    Column("type", String(255), nullable=False),
+    Column("state_key", String(255), nullable=True),
+    Column("sender", String(255), nullable=False),
+    Column("origin_server_ts", BigInteger, nullable=False),
+    Column("depth", BigInteger, nullable=False),
+    Column("content", Text, nullable=False),  # canonical JSON
+    Column("relates_to", String(64), nullable=True),
+    Column("rel_type", String(64), nullable=True),
+    Column("redacted_by", String(64), nullable=True),
+    Column("session_id", String(64), nullable=True),
+    Column("txn_id", String(255), nullable=True),
+    Index("ix_events_room_position", "room_id", "position"),
+    Index("ix_events_relates_to", "relates_to"),
+)
+
+current_state = Table(
+    "current_state",
+    metadata,
+    Column("room_id", String(255), primary_key=True),
+    Column("type", String(255), primary_key=True),
+    Column("state_key", String(255), primary_key=True),
+    Column("event_id", String(64), nullable=False),
+    Column("position", BigInteger, nullable=False),
+)
+
+memberships = Table(
+    "memberships",
+    metadata,
+    Column("room_id", String(255), primary_key=True),
+    Column("user_id", String(255), primary_key=True),
+    Column("membership", String(16), nullable=False),
+    Column("event_id", String(64), nullable=False),
+    Column("position", BigInteger, nullable=False),
+    Index("ix_memberships_user", "user_id", "membership"),
+)
+
+# (sender, session, txn_id) -> the event it produced: a retransmission gets the first answer.
+transactions = Table(
+    "transactions",
+    metadata,
+    Column("sender", String(255), primary_key=True),
+    Column("session_id", String(64), primary_key=True),
+    Column("txn_id", String(255), primary_key=True),
+    Column("event_id", String(64), nullable=False),
+    Column("room_id", String(255), nullable=False),
+    Column("created_ts", BigInteger, nullable=False),
+)
+
+__all__ = [
+    "agents",
+    "audit_log",
+    "claim_codes",
+    "current_state",
+    "events",
+    "handles",
+    "humans",
+    "login_challenges",
+    "memberships",
+    "metadata",
+    "refresh_tokens",
+    "registration_tokens",
+    "room_aliases",
+    "rooms",
+    "server_secrets",
+    "sessions",
+    "static_tokens",
+    "stream_counter",
+    "transactions",
+]
