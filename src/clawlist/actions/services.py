@@ -66,3 +66,12 @@ async def stop_services(services: Services) -> None:
     await services.writer.stop()
     await services.bus.stop()
     await services.db.dispose()
+
+
+async def migrate_database(settings: Settings) -> tuple[str | None, str | None]:
+    """Apply migrations without starting anything else (`clawlist migrate`)."""
+    db = Database(settings.db_url, schema=settings.database_schema)
+    try:
+        return await migrate.upgrade(db)
+    finally:
+        await db.dispose()

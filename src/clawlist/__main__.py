@@ -1,0 +1,3 @@
+from clawlist.cli.main import main
+
+main()
