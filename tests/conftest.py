@@ -40,7 +40,7 @@ def require_postgres() -> None:
 
 
 async def _drop_schema(schema: str) -> None:
-    import asyncpg  # noqa: PLC0415
+    import asyncpg
 
     dsn = PG_URL.replace("postgresql+asyncpg://", "postgresql://")
     conn = await asyncpg.connect(dsn)
@@ -87,8 +87,15 @@ async def app_env(settings_for: Any) -> AsyncIterator[dict[str, Any]]:
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             first = app.state.first_start
-            yield {"app": app, "client": client, "settings": settings, "first": first,
-                   "token": first.registration_token, "services": app.state.services, "announced": announced}
+            yield {
+                "app": app,
+                "client": client,
+                "settings": settings,
+                "first": first,
+                "token": first.registration_token,
+                "services": app.state.services,
+                "announced": announced,
+            }
 
 
 @pytest.fixture

@@ -54,8 +54,10 @@ async def login(client: httpx.AsyncClient, agent: Agent) -> None:
     r = await client.post("/api/v1/auth/challenge", json={"user_id": agent.user_id})
     assert r.status_code == 200, r.text
     nonce = r.json()["nonce"]
-    r = await client.post("/api/v1/auth/login",
-                          json={"user_id": agent.user_id, "nonce": nonce, "signature": sign(agent.key, nonce)})
+    r = await client.post(
+        "/api/v1/auth/login",
+        json={"user_id": agent.user_id, "nonce": nonce, "signature": sign(agent.key, nonce)},
+    )
     assert r.status_code == 200, r.text
     agent.access_token = r.json()["access_token"]
     agent.refresh_token = r.json()["refresh_token"]
@@ -66,7 +68,10 @@ def txn() -> str:
 
 
 async def send(client: httpx.AsyncClient, agent: Agent, room_id: str, body: str, **extra: Any) -> str:
-    r = await client.post(f"/api/v1/rooms/{room_id}/messages", headers=agent.headers,
-                          json={"txn_id": txn(), "body": body, **extra})
+    r = await client.post(
+        f"/api/v1/rooms/{room_id}/messages",
+        headers=agent.headers,
+        json={"txn_id": txn(), "body": body, **extra},
+    )
     assert r.status_code == 200, r.text
     return str(r.json()["event_id"])

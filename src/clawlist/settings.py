@@ -18,9 +18,30 @@ from pydantic_settings import (
 )
 
 DEFAULT_RESERVED_HANDLES = [
-    "admin", "administrator", "moderator", "mod", "system", "market", "clawlist", "root", "support",
-    "help", "staff", "official", "security", "server", "bot", "everyone", "here", "owner", "escrow",
-    "mint", "platform", "house-rules", "null", "undefined",
+    "admin",
+    "administrator",
+    "moderator",
+    "mod",
+    "system",
+    "market",
+    "clawlist",
+    "root",
+    "support",
+    "help",
+    "staff",
+    "official",
+    "security",
+    "server",
+    "bot",
+    "everyone",
+    "here",
+    "owner",
+    "escrow",
+    "mint",
+    "platform",
+    "house-rules",
+    "null",
+    "undefined",
 ]
 
 DEFAULT_ROOMS = ["market", "house-rules", "help"]

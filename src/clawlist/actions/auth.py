@@ -60,19 +60,26 @@ async def jwt_secret(svc: Services) -> str:
     if cached:
         return str(cached)
     async with svc.db.read() as conn:
-        value = (await conn.execute(
-            select(server_secrets.c.value).where(server_secrets.c.name == "jwt_secret"))).scalar()
+        value = (
+            await conn.execute(select(server_secrets.c.value).where(server_secrets.c.name == "jwt_secret"))
+        ).scalar()
     if value is None:
         candidate = new_secret(svc.rng, "", 48)
         try:
             async with svc.db.write() as conn:
-                await conn.execute(server_secrets.insert().values(
-                    name="jwt_secret", value=candidate, created_ts=svc.clock.now_ms()))
+                await conn.execute(
+                    server_secrets.insert().values(
+                        name="jwt_secret", value=candidate, created_ts=svc.clock.now_ms()
+                    )
+                )
             value = candidate
         except IntegrityError:  # another process created it first
             async with svc.db.read() as conn:
-                value = (await conn.execute(
-                    select(server_secrets.c.value).where(server_secrets.c.name == "jwt_secret"))).scalar_one()
+                value = (
+                    await conn.execute(
+                        select(server_secrets.c.value).where(server_secrets.c.name == "jwt_secret")
+                    )
+                ).scalar_one()
     svc.cache[_SECRET_CACHE_KEY] = value
     return str(value)
 
@@ -86,8 +93,11 @@ async def create_challenge(svc: Services, user_ref: str) -> Challenge:
     now = svc.clock.now_ms()
     expires_at = now + svc.settings.challenge_ttl_seconds * 1000
     async with svc.db.write() as conn:
-        await conn.execute(login_challenges.insert().values(
-            nonce_hash=hash_secret(nonce), user_id=agent.user_id, expires_ts=expires_at))
+        await conn.execute(
+            login_challenges.insert().values(
+                nonce_hash=hash_secret(nonce), user_id=agent.user_id, expires_ts=expires_at
+            )
+        )
     return Challenge(nonce=nonce, expires_at=expires_at)
 
 
@@ -98,8 +108,11 @@ async def login_with_signature(svc: Services, user_ref: str, nonce: str, signatu
     if not isinstance(nonce, str) or not nonce:
         raise ClawlistError(400, "M_INVALID_PARAM", "nonce is required")
     async with svc.db.write() as conn:
-        row = (await conn.execute(select(login_challenges).where(
-            login_challenges.c.nonce_hash == hash_secret(nonce)))).first()
+        row = (
+            await conn.execute(
+                select(login_challenges).where(login_challenges.c.nonce_hash == hash_secret(nonce))
+            )
+        ).first()
         if row is None or row.user_id != agent.user_id:
             raise ClawlistError(403, "M_FORBIDDEN", "unknown nonce; ask for a new challenge")
         if row.used_ts is not None:
@@ -109,8 +122,11 @@ async def login_with_signature(svc: Services, user_ref: str, nonce: str, signatu
         if agent.public_key is None:
             raise forbidden("this agent has no public key")
         # Burn the nonce before checking the signature: a wrong guess costs the nonce.
-        await conn.execute(update(login_challenges).where(
-            login_challenges.c.nonce_hash == row.nonce_hash).values(used_ts=now))
+        await conn.execute(
+            update(login_challenges)
+            .where(login_challenges.c.nonce_hash == row.nonce_hash)
+            .values(used_ts=now)
+        )
     verify_signature(agent.public_key, nonce.encode("utf-8"), signature)
     return await _start_session(svc, agent.user_id, "agent", scope="full", label="key login")
 
@@ -140,14 +156,23 @@ async def login_with_password(svc: Services, identifier: str, password: str) -> 
     return await _start_session(svc, agent.user_id, "agent", scope="full", label="password login")
 
 
-async def _start_session(svc: Services, principal_id: str, kind: PrincipalKind, *,
-                         scope: Literal["full", "read"], label: str) -> TokenPair:
+async def _start_session(
+    svc: Services, principal_id: str, kind: PrincipalKind, *, scope: Literal["full", "read"], label: str
+) -> TokenPair:
     session_id = new_opaque_id(svc.rng, 12)
     now = svc.clock.now_ms()
     async with svc.db.write() as conn:
-        await conn.execute(sessions.insert().values(
-            session_id=session_id, principal_id=principal_id, principal_kind=kind, kind="jwt",
-            scope=scope, label=label, created_ts=now))
+        await conn.execute(
+            sessions.insert().values(
+                session_id=session_id,
+                principal_id=principal_id,
+                principal_kind=kind,
+                kind="jwt",
+                scope=scope,
+                label=label,
+                created_ts=now,
+            )
+        )
         refresh = await _issue_refresh(svc, conn, session_id, now)
     access = await _issue_access(svc, principal_id, kind, session_id, scope, now)
     return TokenPair(access, refresh, svc.settings.access_token_ttl_seconds, principal_id, session_id)
@@ -155,14 +180,20 @@ async def _start_session(svc: Services, principal_id: str, kind: PrincipalKind, 
 
 async def _issue_refresh(svc: Services, conn: Any, session_id: str, now: int) -> str:
     token = new_secret(svc.rng, REFRESH_PREFIX, 32)
-    await conn.execute(refresh_tokens.insert().values(
-        token_hash=hash_secret(token), session_id=session_id, issued_ts=now,
-        expires_ts=now + svc.settings.refresh_token_ttl_seconds * 1000))
+    await conn.execute(
+        refresh_tokens.insert().values(
+            token_hash=hash_secret(token),
+            session_id=session_id,
+            issued_ts=now,
+            expires_ts=now + svc.settings.refresh_token_ttl_seconds * 1000,
+        )
+    )
     return token
 
 
-async def _issue_access(svc: Services, principal_id: str, kind: str, session_id: str, scope: str,
-                        now: int) -> str:
+async def _issue_access(
+    svc: Services, principal_id: str, kind: str, session_id: str, scope: str, now: int
+) -> str:
     claims = {
         "sub": principal_id,
         "sid": session_id,
@@ -180,36 +211,52 @@ async def refresh(svc: Services, refresh_token: str) -> TokenPair:
         raise unauthorized("refresh_token is required", "M_MISSING_TOKEN")
     now = svc.clock.now_ms()
     async with svc.db.write() as conn:
-        row = (await conn.execute(
-            select(refresh_tokens, sessions)
-            .select_from(refresh_tokens.join(sessions, sessions.c.session_id == refresh_tokens.c.session_id))
-            .where(refresh_tokens.c.token_hash == hash_secret(refresh_token))
-        )).first()
+        row = (
+            await conn.execute(
+                select(refresh_tokens, sessions)
+                .select_from(
+                    refresh_tokens.join(sessions, sessions.c.session_id == refresh_tokens.c.session_id)
+                )
+                .where(refresh_tokens.c.token_hash == hash_secret(refresh_token))
+            )
+        ).first()
         if row is None:
             raise unauthorized("unknown refresh token")
         if row.revoked_ts is not None:
             raise unauthorized("this session was revoked; log in again")
         if row.used_ts is not None:
             # Reuse of a rotated token means it leaked: revoke the whole family.
-            await conn.execute(update(sessions).where(sessions.c.session_id == row.session_id)
-                               .values(revoked_ts=now, revoked_reason="refresh_token_reuse"))
-            await audit.record(conn, ts=now, actor=row.principal_id, action="session.revoked",
-                               target=row.session_id, details={"reason": "refresh_token_reuse"},
-                               is_sqlite=svc.db.is_sqlite)
+            await conn.execute(
+                update(sessions)
+                .where(sessions.c.session_id == row.session_id)
+                .values(revoked_ts=now, revoked_reason="refresh_token_reuse")
+            )
+            await audit.record(
+                conn,
+                ts=now,
+                actor=row.principal_id,
+                action="session.revoked",
+                target=row.session_id,
+                details={"reason": "refresh_token_reuse"},
+                is_sqlite=svc.db.is_sqlite,
+            )
             forget_session(svc, row.session_id)
             raise unauthorized("refresh token reuse detected; this session is revoked, log in again")
         if row.expires_ts <= now:
             raise unauthorized("refresh token expired; log in again")
-        await conn.execute(update(refresh_tokens).where(refresh_tokens.c.token_hash == row.token_hash)
-                           .values(used_ts=now))
+        await conn.execute(
+            update(refresh_tokens).where(refresh_tokens.c.token_hash == row.token_hash).values(used_ts=now)
+        )
         new_refresh = await _issue_refresh(svc, conn, row.session_id, now)
     access = await _issue_access(svc, row.principal_id, row.principal_kind, row.session_id, row.scope, now)
-    return TokenPair(access, new_refresh, svc.settings.access_token_ttl_seconds, row.principal_id,
-                     row.session_id)
+    return TokenPair(
+        access, new_refresh, svc.settings.access_token_ttl_seconds, row.principal_id, row.session_id
+    )
 
 
-async def mint_static_token(svc: Services, user_ref: str, *, label: str = "static token",
-                            actor: Actor | None = None) -> TokenPair:
+async def mint_static_token(
+    svc: Services, user_ref: str, *, label: str = "static token", actor: Actor | None = None
+) -> TokenPair:
     """A long-lived token for bots configured with a static token (`clawlist agent token`)."""
     if actor is not None:
         require_admin(actor)
@@ -219,14 +266,31 @@ async def mint_static_token(svc: Services, user_ref: str, *, label: str = "stati
     session_id = new_opaque_id(svc.rng, 12)
     now = svc.clock.now_ms()
     async with svc.db.write() as conn:
-        await conn.execute(sessions.insert().values(
-            session_id=session_id, principal_id=agent.user_id, principal_kind="agent", kind="static",
-            scope="full", label=label, created_ts=now))
-        await conn.execute(static_tokens.insert().values(
-            token_hash=hash_secret(token), session_id=session_id, created_ts=now))
-        await audit.record(conn, ts=now, actor=actor.principal_id if actor else "cli",
-                           action="token.mint", target=agent.user_id, details={"session": session_id},
-                           is_sqlite=svc.db.is_sqlite)
+        await conn.execute(
+            sessions.insert().values(
+                session_id=session_id,
+                principal_id=agent.user_id,
+                principal_kind="agent",
+                kind="static",
+                scope="full",
+                label=label,
+                created_ts=now,
+            )
+        )
+        await conn.execute(
+            static_tokens.insert().values(
+                token_hash=hash_secret(token), session_id=session_id, created_ts=now
+            )
+        )
+        await audit.record(
+            conn,
+            ts=now,
+            actor=actor.principal_id if actor else "cli",
+            action="token.mint",
+            target=agent.user_id,
+            details={"session": session_id},
+            is_sqlite=svc.db.is_sqlite,
+        )
     return TokenPair(token, None, None, agent.user_id, session_id)
 
 
@@ -238,19 +302,32 @@ def forget_session(svc: Services, session_id: str) -> None:
 async def revoke_session(svc: Services, actor: Actor, *, reason: str = "logout") -> None:
     now = svc.clock.now_ms()
     async with svc.db.write() as conn:
-        await conn.execute(update(sessions).where(
-            and_(sessions.c.session_id == actor.session_id, sessions.c.revoked_ts.is_(None)))
-            .values(revoked_ts=now, revoked_reason=reason))
+        await conn.execute(
+            update(sessions)
+            .where(and_(sessions.c.session_id == actor.session_id, sessions.c.revoked_ts.is_(None)))
+            .values(revoked_ts=now, revoked_reason=reason)
+        )
     forget_session(svc, actor.session_id)
 
 
 async def revoke_all_sessions(svc: Services, actor: Actor) -> int:
     now = svc.clock.now_ms()
     async with svc.db.write() as conn:
-        ids = [r.session_id for r in (await conn.execute(select(sessions.c.session_id).where(
-            and_(sessions.c.principal_id == actor.principal_id, sessions.c.revoked_ts.is_(None))))).all()]
-        await conn.execute(update(sessions).where(sessions.c.session_id.in_(ids))
-                           .values(revoked_ts=now, revoked_reason="logout_all"))
+        ids = [
+            r.session_id
+            for r in (
+                await conn.execute(
+                    select(sessions.c.session_id).where(
+                        and_(sessions.c.principal_id == actor.principal_id, sessions.c.revoked_ts.is_(None))
+                    )
+                )
+            ).all()
+        ]
+        await conn.execute(
+            update(sessions)
+            .where(sessions.c.session_id.in_(ids))
+            .values(revoked_ts=now, revoked_reason="logout_all")
+        )
     for sid in ids:
         forget_session(svc, sid)
     return len(ids)
@@ -262,7 +339,9 @@ async def authenticate(svc: Services, token: str) -> Actor:
         return await _authenticate_static(svc, token)
     try:
         claims = jwt.decode(
-            token, await jwt_secret(svc), algorithms=[JWT_ALGORITHM],
+            token,
+            await jwt_secret(svc),
+            algorithms=[JWT_ALGORITHM],
             options={"require": ["exp", "sub", "sid"], "verify_exp": False},
         )
     except jwt.PyJWTError as exc:
@@ -274,8 +353,9 @@ async def authenticate(svc: Services, token: str) -> Actor:
 
 async def _authenticate_static(svc: Services, token: str) -> Actor:
     async with svc.db.read() as conn:
-        row = (await conn.execute(select(static_tokens).where(
-            static_tokens.c.token_hash == hash_secret(token)))).first()
+        row = (
+            await conn.execute(select(static_tokens).where(static_tokens.c.token_hash == hash_secret(token)))
+        ).first()
     if row is None:
         raise unauthorized("unrecognised access token")
     if row.expires_ts is not None and row.expires_ts <= svc.clock.now_ms():
@@ -293,20 +373,33 @@ async def _session_actor(svc: Services, session_id: str) -> Actor:
         row = (await conn.execute(select(sessions).where(sessions.c.session_id == session_id))).first()
         role = None
         if row is not None and row.principal_kind == "human":
-            human = (await conn.execute(select(humans.c.role, humans.c.deactivated_ts).where(
-                humans.c.human_id == row.principal_id))).first()
+            human = (
+                await conn.execute(
+                    select(humans.c.role, humans.c.deactivated_ts).where(
+                        humans.c.human_id == row.principal_id
+                    )
+                )
+            ).first()
             if human is None or human.deactivated_ts is not None:
                 raise unauthorized("this account is deactivated")
             role = human.role
         elif row is not None:
-            agent = (await conn.execute(select(agents.c.deactivated_ts, agents.c.kind).where(
-                agents.c.user_id == row.principal_id))).first()
+            agent = (
+                await conn.execute(
+                    select(agents.c.deactivated_ts, agents.c.kind).where(agents.c.user_id == row.principal_id)
+                )
+            ).first()
             if agent is None or agent.deactivated_ts is not None:
                 raise unauthorized("this account is deactivated")
     if row is None or row.revoked_ts is not None:
         raise unauthorized("this token was revoked; log in again")
-    actor = Actor(principal_id=row.principal_id, kind=row.principal_kind, session_id=session_id,
-                  scope=row.scope, role=role)
+    actor = Actor(
+        principal_id=row.principal_id,
+        kind=row.principal_kind,
+        session_id=session_id,
+        scope=row.scope,
+        role=role,
+    )
     if len(cache) > 100_000:
         cache.clear()
     cache[session_id] = (now_mono + SESSION_CACHE_SECONDS, actor)
@@ -314,8 +407,12 @@ async def _session_actor(svc: Services, session_id: str) -> Actor:
 
 
 async def whoami(svc: Services, actor: Actor) -> dict[str, Any]:
-    out: dict[str, Any] = {"user_id": actor.principal_id, "kind": actor.kind, "session_id": actor.session_id,
-                           "scope": actor.scope}
+    out: dict[str, Any] = {
+        "user_id": actor.principal_id,
+        "kind": actor.kind,
+        "session_id": actor.session_id,
+        "scope": actor.scope,
+    }
     if actor.role:
         out["role"] = actor.role
     return out

@@ -68,8 +68,14 @@ async def _first_start(svc: Services) -> FirstStart | None:
     if exists:
         return None
     try:
-        await register_agent(svc, handle=SYSTEM_HANDLE, public_key=None, display_name="clawlist",
-                             kind="system", skip_policy=True)
+        await register_agent(
+            svc,
+            handle=SYSTEM_HANDLE,
+            public_key=None,
+            display_name="clawlist",
+            kind="system",
+            skip_policy=True,
+        )
     except ClawlistError as exc:
         if exc.errcode == "M_USER_IN_USE":  # another process got here first
             return None
@@ -78,8 +84,9 @@ async def _first_start(svc: Services) -> FirstStart | None:
     email = f"admin@{svc.settings.server_name}"
     if "." not in svc.settings.server_name:
         email = f"admin@{svc.settings.server_name}.local"
-    await register_human(svc, email=email, password=password, role="admin", display_name="admin",
-                         skip_policy=True)
+    await register_human(
+        svc, email=email, password=password, role="admin", display_name="admin", skip_policy=True
+    )
     token = await registration.create_token(svc, created_by=system_id, uses_allowed=100)
     return FirstStart(admin_email=email, admin_password=password, registration_token=token.token)
 
@@ -89,21 +96,34 @@ async def ensure_default_rooms(svc: Services) -> list[str]:
     system = system_actor(system_user_id(svc))
     server = svc.settings.server_name
     created = []
-    wanted = [(name, None) for name in svc.settings.default_rooms] + \
-             [(name, "category") for name in svc.settings.category_rooms]
+    wanted = [(name, None) for name in svc.settings.default_rooms] + [
+        (name, "category") for name in svc.settings.category_rooms
+    ]
     for name, kind in wanted:
         alias = ids.alias_for(name, server)
         async with svc.db.read() as conn:
-            if (await conn.execute(select(room_aliases.c.alias).where(room_aliases.c.alias == alias))).first():
+            if (
+                await conn.execute(select(room_aliases.c.alias).where(room_aliases.c.alias == alias))
+            ).first():
                 continue
         metadata = {"type": "category", "category": name} if kind == "category" else None
         topic = ROOM_TOPICS.get(name, f"Listings in the {name} category." if kind else None)
-        room_id = await create_room(svc, system, RoomSpec(
-            name=name, topic=topic, is_public=True, alias_localpart=name, history_visibility="world_readable",
-            metadata=metadata))
+        room_id = await create_room(
+            svc,
+            system,
+            RoomSpec(
+                name=name,
+                topic=topic,
+                is_public=True,
+                alias_localpart=name,
+                history_visibility="world_readable",
+                metadata=metadata,
+            ),
+        )
         if name in WELCOME:
-            await send_message(svc, system, room_id, txn_id=f"welcome-{name}", body=WELCOME[name],
-                               msgtype="m.notice")
+            await send_message(
+                svc, system, room_id, txn_id=f"welcome-{name}", body=WELCOME[name], msgtype="m.notice"
+            )
         created.append(alias)
         log.info("created room %s", alias)
     return created

@@ -18,7 +18,9 @@ from clawlist.storage.tables import room_aliases
 async def resolve_alias(svc: Services, alias: str) -> dict[str, Any]:
     ids.split_id(alias, "#", "alias")
     async with svc.db.read() as conn:
-        room_id = (await conn.execute(select(room_aliases.c.room_id).where(room_aliases.c.alias == alias))).scalar()
+        room_id = (
+            await conn.execute(select(room_aliases.c.room_id).where(room_aliases.c.alias == alias))
+        ).scalar()
     if room_id is None:
         raise not_found(f"no room with alias {alias}")
     return {"room_id": room_id, "alias": alias, "servers": [svc.settings.server_name]}
@@ -30,10 +32,15 @@ async def create_alias(svc: Services, actor: Actor, alias: str, room_id: str) ->
     try:
         async with svc.db.write() as conn:
             await require_joined(conn, room_id, sender)
-            if (await conn.execute(select(room_aliases.c.alias).where(room_aliases.c.alias == alias))).first():
+            if (
+                await conn.execute(select(room_aliases.c.alias).where(room_aliases.c.alias == alias))
+            ).first():
                 raise ClawlistError(409, "M_UNKNOWN", f"alias {alias} already exists")
-            await conn.execute(room_aliases.insert().values(alias=alias, room_id=room_id, creator=sender,
-                                                            created_ts=svc.clock.now_ms()))
+            await conn.execute(
+                room_aliases.insert().values(
+                    alias=alias, room_id=room_id, creator=sender, created_ts=svc.clock.now_ms()
+                )
+            )
     except IntegrityError as exc:
         raise ClawlistError(409, "M_UNKNOWN", f"alias {alias} already exists") from exc
 

@@ -35,7 +35,11 @@ async def open_dm(svc: Services, actor: Actor, other_ref: str) -> tuple[str, boo
                 await set_membership(svc, actor, room_id, other, "invite", extra={"is_direct": True})
             return str(room_id), False
         spec = RoomSpec(
-            preset="trusted_private_chat", is_public=False, invite=[other], is_direct=True, dm_key=key,
+            preset="trusted_private_chat",
+            is_public=False,
+            invite=[other],
+            is_direct=True,
+            dm_key=key,
             metadata={"type": "dm", "participants": sorted([me, other])},
         )
         try:

@@ -55,7 +55,13 @@ class Page:
 
 
 async def messages(
-    svc: Services, actor: Actor, room_ref: str, *, from_token: str | None, direction: str, limit: int | None,
+    svc: Services,
+    actor: Actor,
+    room_ref: str,
+    *,
+    from_token: str | None,
+    direction: str,
+    limit: int | None,
 ) -> Page:
     if direction not in ("b", "f"):
         raise bad_request("dir must be 'b' (backwards) or 'f' (forwards)")
@@ -117,7 +123,9 @@ async def state(svc: Services, actor: Actor, room_ref: str) -> list[dict[str, An
     return [e.to_client() for e in found]
 
 
-async def state_event(svc: Services, actor: Actor, room_ref: str, event_type: str, state_key: str) -> dict[str, Any]:
+async def state_event(
+    svc: Services, actor: Actor, room_ref: str, event_type: str, state_key: str
+) -> dict[str, Any]:
     room_id = await resolve_room(svc, room_ref)
     async with svc.db.read() as conn:
         await _require_readable(conn, actor, room_id)
@@ -127,14 +135,19 @@ async def state_event(svc: Services, actor: Actor, room_ref: str, event_type: st
     return content
 
 
-async def members(svc: Services, actor: Actor, room_ref: str, membership: str | None = None) -> list[dict[str, Any]]:
+async def members(
+    svc: Services, actor: Actor, room_ref: str, membership: str | None = None
+) -> list[dict[str, Any]]:
     room_id = await resolve_room(svc, room_ref)
     if membership is not None and membership not in ev.MEMBERSHIPS:
         raise bad_request(f"membership must be one of {', '.join(ev.MEMBERSHIPS)}")
     async with svc.db.read() as conn:
         await _require_readable(conn, actor, room_id)
-        query = select(events).select_from(memberships.join(events, events.c.event_id == memberships.c.event_id)) \
+        query = (
+            select(events)
+            .select_from(memberships.join(events, events.c.event_id == memberships.c.event_id))
             .where(memberships.c.room_id == room_id)
+        )
         if membership:
             query = query.where(memberships.c.membership == membership)
         rows = (await conn.execute(query.order_by(memberships.c.user_id))).all()
@@ -151,59 +164,100 @@ async def summary(svc: Services, actor: Actor, room_ref: str) -> dict[str, Any]:
 async def summaries(conn: AsyncConnection, room_ids: list[str], actor: Actor | None) -> list[dict[str, Any]]:
     if not room_ids:
         return []
-    room_rows = {r.room_id: r for r in (await conn.execute(select(rooms).where(rooms.c.room_id.in_(room_ids))))}
+    room_rows: dict[str, Any] = {
+        r.room_id: r for r in (await conn.execute(select(rooms).where(rooms.c.room_id.in_(room_ids))))
+    }
     wanted = (ev.NAME, ev.TOPIC, ev.CANONICAL_ALIAS, ev.ROOM_METADATA, ev.JOIN_RULES)
-    state_rows = (await conn.execute(
-        select(current_state.c.room_id, current_state.c.type, events.c.content)
-        .select_from(current_state.join(events, events.c.event_id == current_state.c.event_id))
-        .where(and_(current_state.c.room_id.in_(room_ids), current_state.c.type.in_(wanted),
-                    current_state.c.state_key == "")))).all()
+    state_rows = (
+        await conn.execute(
+            select(current_state.c.room_id, current_state.c.type, events.c.content)
+            .select_from(current_state.join(events, events.c.event_id == current_state.c.event_id))
+            .where(
+                and_(
+                    current_state.c.room_id.in_(room_ids),
+                    current_state.c.type.in_(wanted),
+                    current_state.c.state_key == "",
+                )
+            )
+        )
+    ).all()
     states: dict[str, dict[str, dict[str, Any]]] = {}
-    for row in state_rows:
-        states.setdefault(row.room_id, {})[row.type] = orjson.loads(row.content)
-    counts = dict((await conn.execute(
-        select(memberships.c.room_id, func.count()).where(and_(
-            memberships.c.room_id.in_(room_ids), memberships.c.membership == "join"))
-        .group_by(memberships.c.room_id))).all())
+    for state_row in state_rows:
+        states.setdefault(state_row.room_id, {})[state_row.type] = orjson.loads(state_row.content)
+    counts: dict[str, int] = dict(
+        (
+            await conn.execute(
+                select(memberships.c.room_id, func.count())
+                .where(and_(memberships.c.room_id.in_(room_ids), memberships.c.membership == "join"))
+                .group_by(memberships.c.room_id)
+            )
+        ).all()
+    )
     mine: dict[str, str] = {}
     if actor is not None and actor.is_agent:
-        mine = {r.room_id: r.membership for r in (await conn.execute(
-            select(memberships.c.room_id, memberships.c.membership).where(and_(
-                memberships.c.room_id.in_(room_ids), memberships.c.user_id == actor.principal_id))))}
+        mine = {
+            r.room_id: r.membership
+            for r in (
+                await conn.execute(
+                    select(memberships.c.room_id, memberships.c.membership).where(
+                        and_(memberships.c.room_id.in_(room_ids), memberships.c.user_id == actor.principal_id)
+                    )
+                )
+            )
+        }
     out = []
     for room_id in room_ids:
         row = room_rows.get(room_id)
         if row is None:
             continue
         st = states.get(room_id, {})
-        out.append({
-            "room_id": room_id,
-            "name": st.get(ev.NAME, {}).get("name"),
-            "topic": st.get(ev.TOPIC, {}).get("topic"),
-            "alias": st.get(ev.CANONICAL_ALIAS, {}).get("alias"),
-            "room_type": row.room_type,
-            "is_public": bool(row.is_public),
-            "is_direct": bool(row.is_direct),
-            "join_rule": st.get(ev.JOIN_RULES, {}).get("join_rule"),
-            "metadata": st.get(ev.ROOM_METADATA),
-            "joined_members": int(counts.get(room_id, 0)),
-            "creator": row.creator,
-            "created_ts": row.created_ts,
-            "membership": mine.get(room_id),
-        })
+        out.append(
+            {
+                "room_id": room_id,
+                "name": st.get(ev.NAME, {}).get("name"),
+                "topic": st.get(ev.TOPIC, {}).get("topic"),
+                "alias": st.get(ev.CANONICAL_ALIAS, {}).get("alias"),
+                "room_type": row.room_type,
+                "is_public": bool(row.is_public),
+                "is_direct": bool(row.is_direct),
+                "join_rule": st.get(ev.JOIN_RULES, {}).get("join_rule"),
+                "metadata": st.get(ev.ROOM_METADATA),
+                "joined_members": int(counts.get(room_id, 0)),
+                "creator": row.creator,
+                "created_ts": row.created_ts,
+                "membership": mine.get(room_id),
+            }
+        )
     return out
 
 
 async def joined_rooms(svc: Services, actor: Actor) -> list[dict[str, Any]]:
     async with svc.db.read() as conn:
-        ids = [r.room_id for r in (await conn.execute(select(memberships.c.room_id).where(and_(
-            memberships.c.user_id == actor.principal_id, memberships.c.membership.in_(("join", "invite"))))
-            .order_by(memberships.c.room_id)))]
+        ids = [
+            r.room_id
+            for r in (
+                await conn.execute(
+                    select(memberships.c.room_id)
+                    .where(
+                        and_(
+                            memberships.c.user_id == actor.principal_id,
+                            memberships.c.membership.in_(("join", "invite")),
+                        )
+                    )
+                    .order_by(memberships.c.room_id)
+                )
+            )
+        ]
         return await summaries(conn, ids, actor)
 
 
 async def public_rooms(
-    svc: Services, actor: Actor | None, *, room_type: str | None, after: str | None, limit: int | None,
+    svc: Services,
+    actor: Actor | None,
+    *,
+    room_type: str | None,
+    after: str | None,
+    limit: int | None,
 ) -> tuple[list[dict[str, Any]], str | None]:
     n = _limit(svc, limit)
     query = select(rooms.c.room_id).where(rooms.c.is_public.is_(True))
@@ -223,11 +277,25 @@ async def public_rooms(
 
 async def aliases(svc: Services, room_id: str) -> list[str]:
     async with svc.db.read() as conn:
-        return [r.alias for r in (await conn.execute(
-            select(room_aliases.c.alias).where(room_aliases.c.room_id == room_id).order_by(room_aliases.c.alias)))]
+        return [
+            r.alias
+            for r in (
+                await conn.execute(
+                    select(room_aliases.c.alias)
+                    .where(room_aliases.c.room_id == room_id)
+                    .order_by(room_aliases.c.alias)
+                )
+            )
+        ]
 
 
 async def events_after(conn: AsyncConnection, room_id: str, position: int, limit: int) -> list[StoredEvent]:
-    rows = (await conn.execute(select(events).where(and_(events.c.room_id == room_id, events.c.position > position))
-                               .order_by(events.c.position).limit(limit))).all()
+    rows = (
+        await conn.execute(
+            select(events)
+            .where(and_(events.c.room_id == room_id, events.c.position > position))
+            .order_by(events.c.position)
+            .limit(limit)
+        )
+    ).all()
     return [event_from_row(r) for r in rows]

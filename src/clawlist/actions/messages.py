@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-
 from sqlalchemy import and_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -26,10 +25,20 @@ from clawlist.storage.event_writer import NewEvent, WriteTx
 from clawlist.storage.tables import events, transactions
 
 
-async def _txn_event(conn: AsyncConnection, sender: str, session_id: str, txn_id: str) -> tuple[str, str] | None:
-    row = (await conn.execute(select(transactions.c.event_id, transactions.c.room_id).where(and_(
-        transactions.c.sender == sender, transactions.c.session_id == session_id,
-        transactions.c.txn_id == txn_id)))).first()
+async def _txn_event(
+    conn: AsyncConnection, sender: str, session_id: str, txn_id: str
+) -> tuple[str, str] | None:
+    row = (
+        await conn.execute(
+            select(transactions.c.event_id, transactions.c.room_id).where(
+                and_(
+                    transactions.c.sender == sender,
+                    transactions.c.session_id == session_id,
+                    transactions.c.txn_id == txn_id,
+                )
+            )
+        )
+    ).first()
     return (str(row.event_id), str(row.room_id)) if row else None
 
 
@@ -39,7 +48,12 @@ def _check_txn_id(svc: Services, txn_id: str) -> None:
 
 
 async def send_event(
-    svc: Services, actor: Actor, room_ref: str, event_type: str, content: dict[str, Any], txn_id: str,
+    svc: Services,
+    actor: Actor,
+    room_ref: str,
+    event_type: str,
+    content: dict[str, Any],
+    txn_id: str,
 ) -> str:
     """Send a non-state event; returns its event id."""
     sender = require_agent(actor)
@@ -56,8 +70,9 @@ async def send_event(
         ev.validate_message_content(content)
     size = len(canonical_json(content))
     if size > svc.settings.max_event_bytes:
-        raise ClawlistError(413, "M_TOO_LARGE",
-                            f"event content is {size} bytes; the limit is {svc.settings.max_event_bytes}")
+        raise ClawlistError(
+            413, "M_TOO_LARGE", f"event content is {size} bytes; the limit is {svc.settings.max_event_bytes}"
+        )
     room_id = await resolve_room(svc, room_ref)
     async with svc.db.read() as conn:
         seen = await _txn_event(conn, sender, actor.session_id, txn_id)
@@ -70,8 +85,16 @@ async def send_event(
             return _same_txn(again, room_id)
         await require_can_send(tx.conn, room_id, sender, event_type, is_state=False)
         await _check_relation(tx.conn, room_id, sender, event_type, content)
-        stored = await tx.append(NewEvent(room_id=room_id, type=event_type, sender=sender, content=content,
-                                          session_id=actor.session_id, txn_id=txn_id))
+        stored = await tx.append(
+            NewEvent(
+                room_id=room_id,
+                type=event_type,
+                sender=sender,
+                content=content,
+                session_id=actor.session_id,
+                txn_id=txn_id,
+            )
+        )
         return stored.event_id
 
     try:
@@ -92,8 +115,9 @@ def _same_txn(seen: tuple[str, str], room_id: str) -> str:
     return event_id
 
 
-async def _check_relation(conn: AsyncConnection, room_id: str, sender: str, event_type: str,
-                          content: dict[str, Any]) -> None:
+async def _check_relation(
+    conn: AsyncConnection, room_id: str, sender: str, event_type: str, content: dict[str, Any]
+) -> None:
     target_id, rel_type = ev.relation_of(content)
     if target_id is None:
         if event_type == ev.REACTION:
@@ -116,16 +140,30 @@ async def _check_relation(conn: AsyncConnection, room_id: str, sender: str, even
         key = (content.get("m.relates_to") or {}).get("key")
         if not isinstance(key, str) or not key or len(key) > 256:
             raise bad_request("an annotation needs a string 'key' of at most 256 characters", "M_BAD_JSON")
-        rows = (await conn.execute(select(events.c.content).where(and_(
-            events.c.relates_to == target_id, events.c.rel_type == "m.annotation",
-            events.c.sender == sender, events.c.type == event_type, events.c.redacted_by.is_(None))))).all()
+        rows = (
+            await conn.execute(
+                select(events.c.content).where(
+                    and_(
+                        events.c.relates_to == target_id,
+                        events.c.rel_type == "m.annotation",
+                        events.c.sender == sender,
+                        events.c.type == event_type,
+                        events.c.redacted_by.is_(None),
+                    )
+                )
+            )
+        ).all()
         for row in rows:
             if ((orjson.loads(row.content).get("m.relates_to") or {}).get("key")) == key:
                 raise bad_request("you already reacted with this key", "M_DUPLICATE_ANNOTATION")
 
 
 def build_message_content(
-    *, msgtype: str, body: str, reply_to: str | None = None, edit_of: str | None = None,
+    *,
+    msgtype: str,
+    body: str,
+    reply_to: str | None = None,
+    edit_of: str | None = None,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     content: dict[str, Any] = dict(extra or {})
@@ -147,10 +185,20 @@ def build_message_content(
 
 
 async def send_message(
-    svc: Services, actor: Actor, room_ref: str, *, txn_id: str, body: str, msgtype: str = "m.text",
-    reply_to: str | None = None, edit_of: str | None = None, extra: dict[str, Any] | None = None,
+    svc: Services,
+    actor: Actor,
+    room_ref: str,
+    *,
+    txn_id: str,
+    body: str,
+    msgtype: str = "m.text",
+    reply_to: str | None = None,
+    edit_of: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> str:
-    content = build_message_content(msgtype=msgtype, body=body, reply_to=reply_to, edit_of=edit_of, extra=extra)
+    content = build_message_content(
+        msgtype=msgtype, body=body, reply_to=reply_to, edit_of=edit_of, extra=extra
+    )
     return await send_event(svc, actor, room_ref, ev.MESSAGE, content, txn_id)
 
 
@@ -160,7 +208,13 @@ async def react(svc: Services, actor: Actor, room_ref: str, *, txn_id: str, even
 
 
 async def redact(
-    svc: Services, actor: Actor, room_ref: str, event_id: str, *, txn_id: str, reason: str | None = None,
+    svc: Services,
+    actor: Actor,
+    room_ref: str,
+    event_id: str,
+    *,
+    txn_id: str,
+    reason: str | None = None,
 ) -> str:
     """Redact an event: its content is stripped (Matrix redaction rules) in storage, for good."""
     sender = require_agent(actor)
@@ -188,12 +242,23 @@ async def redact(
         content: dict[str, Any] = {"redacts": event_id}
         if reason:
             content["reason"] = reason
-        stored = await tx.append(NewEvent(room_id=room_id, type=ev.REDACTION, sender=sender, content=content,
-                                          session_id=actor.session_id, txn_id=txn_id))
+        stored = await tx.append(
+            NewEvent(
+                room_id=room_id,
+                type=ev.REDACTION,
+                sender=sender,
+                content=content,
+                session_id=actor.session_id,
+                txn_id=txn_id,
+            )
+        )
         if target.redacted_by is None:
             stripped = redaction.redact_content(target.type, target.content)
-            await tx.conn.execute(update(events).where(events.c.event_id == event_id).values(
-                redacted_by=stored.event_id, content=canonical_json(stripped).decode("utf-8")))
+            await tx.conn.execute(
+                update(events)
+                .where(events.c.event_id == event_id)
+                .values(redacted_by=stored.event_id, content=canonical_json(stripped).decode("utf-8"))
+            )
         return stored.event_id
 
     return await svc.writer.run(op)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -38,7 +39,5 @@ _DUMMY = _hasher.hash("clawlist-timing-equaliser")
 
 
 def _dummy_verify(password: str) -> None:
-    try:
+    with contextlib.suppress(VerificationError):
         _hasher.verify(_DUMMY, password)
-    except VerificationError:
-        pass

@@ -35,27 +35,40 @@ async def create_token(
     async with svc.db.write() as conn:
         await conn.execute(
             registration_tokens.insert().values(
-                token_hash=hash_secret(token), uses_allowed=uses_allowed, uses=0,
-                expires_ts=expires_ts, created_by=created_by, created_ts=now,
+                token_hash=hash_secret(token),
+                uses_allowed=uses_allowed,
+                uses=0,
+                expires_ts=expires_ts,
+                created_by=created_by,
+                created_ts=now,
             )
         )
-        await audit.record(conn, ts=now, actor=created_by, action="registration_token.create",
-                           details={"uses_allowed": uses_allowed, "expires_ts": expires_ts},
-                           is_sqlite=svc.db.is_sqlite)
+        await audit.record(
+            conn,
+            ts=now,
+            actor=created_by,
+            action="registration_token.create",
+            details={"uses_allowed": uses_allowed, "expires_ts": expires_ts},
+            is_sqlite=svc.db.is_sqlite,
+        )
     return NewRegistrationToken(token, uses_allowed, expires_ts)
 
 
-async def create_token_as(svc: Services, actor: Actor, uses_allowed: int | None,
-                          expires_in_s: int | None) -> NewRegistrationToken:
+async def create_token_as(
+    svc: Services, actor: Actor, uses_allowed: int | None, expires_in_s: int | None
+) -> NewRegistrationToken:
     require_admin(actor)
-    return await create_token(svc, created_by=actor.principal_id, uses_allowed=uses_allowed,
-                              expires_in_s=expires_in_s)
+    return await create_token(
+        svc, created_by=actor.principal_id, uses_allowed=uses_allowed, expires_in_s=expires_in_s
+    )
 
 
 async def token_is_valid(conn: AsyncConnection, token: str, now: int) -> bool:
-    row = (await conn.execute(
-        select(registration_tokens).where(registration_tokens.c.token_hash == hash_secret(token))
-    )).first()
+    row = (
+        await conn.execute(
+            select(registration_tokens).where(registration_tokens.c.token_hash == hash_secret(token))
+        )
+    ).first()
     if row is None:
         return False
     if row.expires_ts is not None and row.expires_ts <= now:
@@ -71,8 +84,9 @@ async def check_registration(svc: Services, conn: AsyncConnection, token: str | 
     if mode == "open":
         return
     if not token:
-        raise ClawlistError(401, "M_MISSING_PARAM",
-                            "this server needs a registration_token to register (ask its operator)")
+        raise ClawlistError(
+            401, "M_MISSING_PARAM", "this server needs a registration_token to register (ask its operator)"
+        )
     now = svc.clock.now_ms()
     result = await conn.execute(
         update(registration_tokens)
@@ -80,8 +94,10 @@ async def check_registration(svc: Services, conn: AsyncConnection, token: str | 
             and_(
                 registration_tokens.c.token_hash == hash_secret(token),
                 or_(registration_tokens.c.expires_ts.is_(None), registration_tokens.c.expires_ts > now),
-                or_(registration_tokens.c.uses_allowed.is_(None),
-                    registration_tokens.c.uses < registration_tokens.c.uses_allowed),
+                or_(
+                    registration_tokens.c.uses_allowed.is_(None),
+                    registration_tokens.c.uses < registration_tokens.c.uses_allowed,
+                ),
             )
         )
         .values(uses=registration_tokens.c.uses + 1)

@@ -50,7 +50,8 @@ async def require_can_send(
     if not power.can_send(levels, user_id, event_type, is_state):
         needed = power.event_level(levels, event_type, is_state)
         raise ClawlistError(
-            403, "M_FORBIDDEN",
+            403,
+            "M_FORBIDDEN",
             f"sending {event_type} needs power level {needed}; you have {power.user_level(levels, user_id)}",
         )
     return levels

@@ -52,7 +52,10 @@ def _validate_spec(spec: RoomSpec) -> None:
     if spec.join_rule is not None and spec.join_rule not in ("public", "invite", "knock"):
         raise bad_request("join_rule must be public, invite or knock")
     if spec.history_visibility is not None and spec.history_visibility not in (
-        "world_readable", "shared", "invited", "joined"
+        "world_readable",
+        "shared",
+        "invited",
+        "joined",
     ):
         raise bad_request("history_visibility must be world_readable, shared, invited or joined")
     if spec.room_version not in ("10", "11"):
@@ -60,8 +63,10 @@ def _validate_spec(spec: RoomSpec) -> None:
     if len(spec.invite) > 100:
         raise bad_request("at most 100 invites at creation")
     for item in spec.initial_state:
-        if not isinstance(item, dict) or not isinstance(item.get("type"), str) or not isinstance(
-            item.get("content"), dict
+        if (
+            not isinstance(item, dict)
+            or not isinstance(item.get("type"), str)
+            or not isinstance(item.get("content"), dict)
         ):
             raise bad_request("initial_state items need a string 'type' and an object 'content'")
 
@@ -70,8 +75,11 @@ async def create_room(svc: Services, actor: Actor, spec: RoomSpec) -> str:
     creator = require_agent(actor)
     _validate_spec(spec)
     server = svc.settings.server_name
-    alias = ids.validate_alias(ids.alias_for(spec.alias_localpart, server), server) \
-        if spec.alias_localpart is not None else None
+    alias = (
+        ids.validate_alias(ids.alias_for(spec.alias_localpart, server), server)
+        if spec.alias_localpart is not None
+        else None
+    )
     async with svc.db.read() as conn:
         invitees = [(await resolve_agent(conn, u, server)) for u in spec.invite]
     preset = spec.preset or ("public_chat" if spec.is_public else "private_chat")
@@ -79,16 +87,30 @@ async def create_room(svc: Services, actor: Actor, spec: RoomSpec) -> str:
 
     async def op(tx: WriteTx) -> str:
         conn = tx.conn
-        if alias is not None:
-            if (await conn.execute(select(room_aliases.c.alias).where(room_aliases.c.alias == alias))).first():
-                raise ClawlistError(400, "M_ROOM_IN_USE", f"alias {alias} is taken")
+        if (
+            alias is not None
+            and (
+                await conn.execute(select(room_aliases.c.alias).where(room_aliases.c.alias == alias))
+            ).first()
+        ):
+            raise ClawlistError(400, "M_ROOM_IN_USE", f"alias {alias} is taken")
         now = tx.now_ms()
-        await conn.execute(rooms.insert().values(
-            room_id=room_id, creator=creator, room_type=spec.room_type, is_public=spec.is_public,
-            is_direct=spec.is_direct, dm_key=spec.dm_key, depth=0, created_ts=now))
+        await conn.execute(
+            rooms.insert().values(
+                room_id=room_id,
+                creator=creator,
+                room_type=spec.room_type,
+                is_public=spec.is_public,
+                is_direct=spec.is_direct,
+                dm_key=spec.dm_key,
+                depth=0,
+                created_ts=now,
+            )
+        )
         if alias is not None:
-            await conn.execute(room_aliases.insert().values(alias=alias, room_id=room_id, creator=creator,
-                                                            created_ts=now))
+            await conn.execute(
+                room_aliases.insert().values(alias=alias, room_id=room_id, creator=creator, created_ts=now)
+            )
         create_content: dict[str, Any] = {"room_version": spec.room_version}
         if spec.room_version == "10":
             create_content["creator"] = creator
@@ -96,8 +118,11 @@ async def create_room(svc: Services, actor: Actor, spec: RoomSpec) -> str:
             create_content["type"] = spec.room_type
 
         async def state(event_type: str, content: dict[str, Any], state_key: str = "") -> None:
-            await tx.append(NewEvent(room_id=room_id, type=event_type, sender=creator, content=content,
-                                     state_key=state_key))
+            await tx.append(
+                NewEvent(
+                    room_id=room_id, type=event_type, sender=creator, content=content, state_key=state_key
+                )
+            )
 
         await state(ev.CREATE, create_content)
         me = await resolve_agent(conn, creator, server)
@@ -158,8 +183,9 @@ async def resolve_room(svc: Services, room_ref: str) -> str:
         raise bad_request("room id or alias is required")
     if room_ref.startswith("#"):
         async with svc.db.read() as conn:
-            room_id = (await conn.execute(
-                select(room_aliases.c.room_id).where(room_aliases.c.alias == room_ref))).scalar()
+            room_id = (
+                await conn.execute(select(room_aliases.c.room_id).where(room_aliases.c.alias == room_ref))
+            ).scalar()
         if room_id is None:
             raise not_found(f"no room with alias {room_ref}")
         return str(room_id)
@@ -170,8 +196,15 @@ async def resolve_room(svc: Services, room_ref: str) -> str:
 
 
 async def set_membership(
-    svc: Services, actor: Actor, room_ref: str, target_ref: str | None, new_membership: str,
-    *, reason: str | None = None, extra: dict[str, Any] | None = None, dm_participant: bool = False,
+    svc: Services,
+    actor: Actor,
+    room_ref: str,
+    target_ref: str | None,
+    new_membership: str,
+    *,
+    reason: str | None = None,
+    extra: dict[str, Any] | None = None,
+    dm_participant: bool = False,
 ) -> str:
     """Change a membership; returns the event id (or the current one when nothing changes)."""
     sender = require_agent(actor)
@@ -195,17 +228,26 @@ async def set_membership(
         if dm_participant and new_membership == "join" and target_m != "ban":
             rule = "public"  # a DM's participants may always come back to it
         membership.check_transition(
-            sender=sender, target=target, sender_membership=sender_m, target_membership=target_m,
-            new_membership=new_membership, join_rule=rule, levels=levels,
+            sender=sender,
+            target=target,
+            sender_membership=sender_m,
+            target_membership=target_m,
+            new_membership=new_membership,
+            join_rule=rule,
+            levels=levels,
         )
-        content = _member_content(new_membership, target_agent.display_name, target_agent.avatar_url) \
-            if new_membership in ("join", "invite") else {"membership": new_membership}
+        content = (
+            _member_content(new_membership, target_agent.display_name, target_agent.avatar_url)
+            if new_membership in ("join", "invite")
+            else {"membership": new_membership}
+        )
         if reason:
             content["reason"] = reason
         if extra:
             content.update(extra)
-        stored = await tx.append(NewEvent(room_id=room_id, type=ev.MEMBER, sender=sender, content=content,
-                                          state_key=target))
+        stored = await tx.append(
+            NewEvent(room_id=room_id, type=ev.MEMBER, sender=sender, content=content, state_key=target)
+        )
         return stored.event_id
 
     return await svc.writer.run(op)
@@ -214,8 +256,15 @@ async def set_membership(
 async def _current_member_event(conn: Any, room_id: str, user_id: str) -> str:
     from clawlist.storage.tables import memberships
 
-    return str((await conn.execute(select(memberships.c.event_id).where(
-        (memberships.c.room_id == room_id) & (memberships.c.user_id == user_id)))).scalar_one())
+    return str(
+        (
+            await conn.execute(
+                select(memberships.c.event_id).where(
+                    (memberships.c.room_id == room_id) & (memberships.c.user_id == user_id)
+                )
+            )
+        ).scalar_one()
+    )
 
 
 async def join(svc: Services, actor: Actor, room_ref: str) -> str:
@@ -278,8 +327,9 @@ async def set_state(
         levels = await require_can_send(tx.conn, room_id, sender, event_type, is_state=True)
         if event_type == ev.POWER_LEVELS and not power.can_change_power_levels(levels, content, sender):
             raise forbidden("you cannot grant or change power levels above your own")
-        stored = await tx.append(NewEvent(room_id=room_id, type=event_type, sender=sender, content=content,
-                                          state_key=state_key))
+        stored = await tx.append(
+            NewEvent(room_id=room_id, type=event_type, sender=sender, content=content, state_key=state_key)
+        )
         return stored.event_id
 
     return await svc.writer.run(op)

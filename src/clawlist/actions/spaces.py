@@ -21,23 +21,49 @@ from clawlist.storage.tables import current_state, events
 MAX_CATEGORY_LENGTH = 64
 
 
-async def create_space(svc: Services, actor: Actor, *, name: str, topic: str | None, is_public: bool,
-                       alias_localpart: str | None = None) -> str:
-    return await create_room(svc, actor, RoomSpec(
-        name=name, topic=topic, is_public=is_public, alias_localpart=alias_localpart, room_type=ev.SPACE_TYPE,
-        history_visibility="world_readable" if is_public else "shared"))
+async def create_space(
+    svc: Services,
+    actor: Actor,
+    *,
+    name: str,
+    topic: str | None,
+    is_public: bool,
+    alias_localpart: str | None = None,
+) -> str:
+    return await create_room(
+        svc,
+        actor,
+        RoomSpec(
+            name=name,
+            topic=topic,
+            is_public=is_public,
+            alias_localpart=alias_localpart,
+            room_type=ev.SPACE_TYPE,
+            history_visibility="world_readable" if is_public else "shared",
+        ),
+    )
 
 
 def _validate_child(category: str | None, order: str | None) -> None:
-    if category is not None and (not isinstance(category, str) or not 0 < len(category) <= MAX_CATEGORY_LENGTH):
+    if category is not None and (
+        not isinstance(category, str) or not 0 < len(category) <= MAX_CATEGORY_LENGTH
+    ):
         raise bad_request(f"category must be 1-{MAX_CATEGORY_LENGTH} characters")
-    if order is not None and (not isinstance(order, str) or len(order) > 50
-                              or any(not 0x20 <= ord(c) <= 0x7E for c in order)):
+    if order is not None and (
+        not isinstance(order, str) or len(order) > 50 or any(not 0x20 <= ord(c) <= 0x7E for c in order)
+    ):
         raise bad_request("order must be at most 50 printable ASCII characters")
 
 
-async def add_child(svc: Services, actor: Actor, space_ref: str, child_ref: str, *,
-                    category: str | None = None, order: str | None = None) -> str:
+async def add_child(
+    svc: Services,
+    actor: Actor,
+    space_ref: str,
+    child_ref: str,
+    *,
+    category: str | None = None,
+    order: str | None = None,
+) -> str:
     sender = require_agent(actor)
     _validate_child(category, order)
     space_id = await resolve_room(svc, space_ref)
@@ -52,27 +78,48 @@ async def add_child(svc: Services, actor: Actor, space_ref: str, child_ref: str,
             raise bad_request(f"{space_id} is not a space")
         await require_room(tx.conn, child_id)
         await require_can_send(tx.conn, space_id, sender, ev.SPACE_CHILD, is_state=True)
-        count = (await tx.conn.execute(select(func.count()).select_from(
-            current_state.join(events, events.c.event_id == current_state.c.event_id)).where(and_(
-                current_state.c.room_id == space_id, current_state.c.type == ev.SPACE_CHILD,
-                current_state.c.state_key != child_id, events.c.content != "{}")))).scalar_one()
+        count = (
+            await tx.conn.execute(
+                select(func.count())
+                .select_from(current_state.join(events, events.c.event_id == current_state.c.event_id))
+                .where(
+                    and_(
+                        current_state.c.room_id == space_id,
+                        current_state.c.type == ev.SPACE_CHILD,
+                        current_state.c.state_key != child_id,
+                        events.c.content != "{}",
+                    )
+                )
+            )
+        ).scalar_one()
         if count >= svc.settings.max_space_children:
-            raise ClawlistError(400, "CL_LIMIT_EXCEEDED",
-                                f"a space holds at most {svc.settings.max_space_children} channels")
+            raise ClawlistError(
+                400, "CL_LIMIT_EXCEEDED", f"a space holds at most {svc.settings.max_space_children} channels"
+            )
         content: dict[str, Any] = {"via": [server]}
         if order is not None:
             content["order"] = order
         if category is not None:
             content["clawlist.category"] = category
-        stored = await tx.append(NewEvent(room_id=space_id, type=ev.SPACE_CHILD, sender=sender, content=content,
-                                          state_key=child_id))
+        stored = await tx.append(
+            NewEvent(
+                room_id=space_id, type=ev.SPACE_CHILD, sender=sender, content=content, state_key=child_id
+            )
+        )
         if await membership_of(tx.conn, child_id, sender) == "join":
             try:
                 await require_can_send(tx.conn, child_id, sender, ev.SPACE_PARENT, is_state=True)
             except ClawlistError:
                 return stored.event_id
-            await tx.append(NewEvent(room_id=child_id, type=ev.SPACE_PARENT, sender=sender,
-                                     content={"via": [server], "canonical": True}, state_key=space_id))
+            await tx.append(
+                NewEvent(
+                    room_id=child_id,
+                    type=ev.SPACE_PARENT,
+                    sender=sender,
+                    content={"via": [server], "canonical": True},
+                    state_key=space_id,
+                )
+            )
         return stored.event_id
 
     return await svc.writer.run(op)
@@ -85,15 +132,24 @@ async def remove_child(svc: Services, actor: Actor, space_ref: str, child_ref: s
 
     async def op(tx: WriteTx) -> str:
         await require_can_send(tx.conn, space_id, sender, ev.SPACE_CHILD, is_state=True)
-        stored = await tx.append(NewEvent(room_id=space_id, type=ev.SPACE_CHILD, sender=sender, content={},
-                                          state_key=child_id))
+        stored = await tx.append(
+            NewEvent(room_id=space_id, type=ev.SPACE_CHILD, sender=sender, content={}, state_key=child_id)
+        )
         return stored.event_id
 
     return await svc.writer.run(op)
 
 
-async def create_channel(svc: Services, actor: Actor, space_ref: str, *, name: str, topic: str | None,
-                         category: str | None, is_public: bool | None = None) -> str:
+async def create_channel(
+    svc: Services,
+    actor: Actor,
+    space_ref: str,
+    *,
+    name: str,
+    topic: str | None,
+    category: str | None,
+    is_public: bool | None = None,
+) -> str:
     """Create a room and add it to the space as a channel (public when the space is)."""
     space_id = await resolve_room(svc, space_ref)
     _validate_child(category, None)
@@ -102,8 +158,16 @@ async def create_channel(svc: Services, actor: Actor, space_ref: str, *, name: s
     if space.room_type != ev.SPACE_TYPE:
         raise bad_request(f"{space_id} is not a space")
     public = bool(space.is_public) if is_public is None else is_public
-    room_id = await create_room(svc, actor, RoomSpec(name=name, topic=topic, is_public=public,
-                                                     history_visibility="world_readable" if public else "shared"))
+    room_id = await create_room(
+        svc,
+        actor,
+        RoomSpec(
+            name=name,
+            topic=topic,
+            is_public=public,
+            history_visibility="world_readable" if public else "shared",
+        ),
+    )
     await add_child(svc, actor, space_id, room_id, category=category)
     return room_id
 
@@ -113,10 +177,13 @@ async def hierarchy(svc: Services, actor: Actor, space_ref: str) -> dict[str, An
     space_id = await resolve_room(svc, space_ref)
     async with svc.db.read() as conn:
         await _require_readable(conn, actor, space_id)
-        rows = (await conn.execute(
-            select(current_state.c.state_key, events.c.content)
-            .select_from(current_state.join(events, events.c.event_id == current_state.c.event_id))
-            .where(and_(current_state.c.room_id == space_id, current_state.c.type == ev.SPACE_CHILD)))).all()
+        rows = (
+            await conn.execute(
+                select(current_state.c.state_key, events.c.content)
+                .select_from(current_state.join(events, events.c.event_id == current_state.c.event_id))
+                .where(and_(current_state.c.room_id == space_id, current_state.c.type == ev.SPACE_CHILD))
+            )
+        ).all()
         children = {r.state_key: orjson.loads(r.content) for r in rows}
         children = {k: v for k, v in children.items() if v.get("via")}
         infos = await summaries(conn, [space_id, *sorted(children)], actor)

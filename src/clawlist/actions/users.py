@@ -55,9 +55,13 @@ async def resolve_agent(conn: AsyncConnection, ref: str, server_name: str) -> Ag
         handle = local.lower()
     else:
         handle = ref.lower()
-    row = (await conn.execute(
-        select(agents).select_from(handles.join(agents, agents.c.user_id == handles.c.user_id))
-        .where(handles.c.handle == handle))).first()
+    row = (
+        await conn.execute(
+            select(agents)
+            .select_from(handles.join(agents, agents.c.user_id == handles.c.user_id))
+            .where(handles.c.handle == handle)
+        )
+    ).first()
     if row is None:
         raise not_found(f"no agent {ref}")
     return AgentRecord.from_row(row)
@@ -97,13 +101,28 @@ async def register_agent(
                 raise ClawlistError(409, "M_USER_IN_USE", f"handle {normal!r} is taken")
             if not skip_policy:
                 await check_registration(svc, conn, registration_token)
-            await conn.execute(agents.insert().values(
-                user_id=user_id, handle=normal, display_name=display_name, public_key=key,
-                password_hash=password_hash, kind=kind, created_ts=now))
-            await conn.execute(handles.insert().values(handle=normal, user_id=user_id, current=True,
-                                                       created_ts=now))
-            await audit.record(conn, ts=now, actor=user_id, action="agent.register", target=user_id,
-                               is_sqlite=svc.db.is_sqlite)
+            await conn.execute(
+                agents.insert().values(
+                    user_id=user_id,
+                    handle=normal,
+                    display_name=display_name,
+                    public_key=key,
+                    password_hash=password_hash,
+                    kind=kind,
+                    created_ts=now,
+                )
+            )
+            await conn.execute(
+                handles.insert().values(handle=normal, user_id=user_id, current=True, created_ts=now)
+            )
+            await audit.record(
+                conn,
+                ts=now,
+                actor=user_id,
+                action="agent.register",
+                target=user_id,
+                is_sqlite=svc.db.is_sqlite,
+            )
     except IntegrityError as exc:
         raise ClawlistError(409, "M_USER_IN_USE", f"handle {normal!r} is taken") from exc
     async with svc.db.read() as conn:
@@ -124,13 +143,21 @@ async def change_handle(svc: Services, actor: Actor, new_handle: str) -> AgentRe
                 raise ClawlistError(409, "M_USER_IN_USE", f"handle {normal!r} is taken")
             await conn.execute(update(handles).where(handles.c.user_id == user_id).values(current=False))
             if owner is None:
-                await conn.execute(handles.insert().values(handle=normal, user_id=user_id, current=True,
-                                                           created_ts=now))
+                await conn.execute(
+                    handles.insert().values(handle=normal, user_id=user_id, current=True, created_ts=now)
+                )
             else:
                 await conn.execute(update(handles).where(handles.c.handle == normal).values(current=True))
             await conn.execute(update(agents).where(agents.c.user_id == user_id).values(handle=normal))
-            await audit.record(conn, ts=now, actor=user_id, action="agent.handle_change", target=user_id,
-                               details={"from": agent.handle, "to": normal}, is_sqlite=svc.db.is_sqlite)
+            await audit.record(
+                conn,
+                ts=now,
+                actor=user_id,
+                action="agent.handle_change",
+                target=user_id,
+                details={"from": agent.handle, "to": normal},
+                is_sqlite=svc.db.is_sqlite,
+            )
     except IntegrityError as exc:
         raise ClawlistError(409, "M_USER_IN_USE", f"handle {normal!r} is taken") from exc
     async with svc.db.read() as conn:
@@ -161,8 +188,14 @@ async def set_password(svc: Services, actor: Actor, password: str) -> None:
     now = svc.clock.now_ms()
     async with svc.db.write() as conn:
         await conn.execute(update(agents).where(agents.c.user_id == user_id).values(password_hash=hashed))
-        await audit.record(conn, ts=now, actor=user_id, action="agent.password_set", target=user_id,
-                           is_sqlite=svc.db.is_sqlite)
+        await audit.record(
+            conn,
+            ts=now,
+            actor=user_id,
+            action="agent.password_set",
+            target=user_id,
+            is_sqlite=svc.db.is_sqlite,
+        )
 
 
 async def get_profile(svc: Services, ref: str) -> dict[str, Any]:
@@ -170,8 +203,13 @@ async def get_profile(svc: Services, ref: str) -> dict[str, Any]:
         agent = await resolve_agent(conn, ref, svc.settings.server_name)
         owner = None
         if agent.owner_human_id:
-            row = (await conn.execute(select(humans.c.human_id, humans.c.display_name).where(
-                humans.c.human_id == agent.owner_human_id))).first()
+            row = (
+                await conn.execute(
+                    select(humans.c.human_id, humans.c.display_name).where(
+                        humans.c.human_id == agent.owner_human_id
+                    )
+                )
+            ).first()
             if row is not None:
                 owner = {"human_id": row.human_id, "display_name": row.display_name}
     return profile_dict(agent, owner)
@@ -192,7 +230,9 @@ def profile_dict(agent: AgentRecord, owner: dict[str, Any] | None = None) -> dic
     }
 
 
-async def list_agents(svc: Services, *, after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
+async def list_agents(
+    svc: Services, *, after: str | None, limit: int
+) -> tuple[list[dict[str, Any]], str | None]:
     query = select(agents).where(and_(agents.c.deactivated_ts.is_(None), agents.c.kind == "agent"))
     if after:
         query = query.where(agents.c.user_id > after)
@@ -211,6 +251,9 @@ async def request_claim_code(svc: Services, actor: Actor) -> tuple[str, int]:
     now = svc.clock.now_ms()
     expires = now + svc.settings.claim_code_ttl_seconds * 1000
     async with svc.db.write() as conn:
-        await conn.execute(claim_codes.insert().values(code_hash=hash_secret(code), agent_user_id=user_id,
-                                                       expires_ts=expires))
+        await conn.execute(
+            claim_codes.insert().values(
+                code_hash=hash_secret(code), agent_user_id=user_id, expires_ts=expires
+            )
+        )
     return code, expires

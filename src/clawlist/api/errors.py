@@ -16,8 +16,14 @@ from clawlist.core.errors import ClawlistError
 log = logging.getLogger("clawlist.api")
 
 _STATUS_ERRCODES = {
-    400: "M_BAD_JSON", 401: "M_MISSING_TOKEN", 403: "M_FORBIDDEN", 404: "M_UNRECOGNIZED",
-    405: "M_UNRECOGNIZED", 413: "M_TOO_LARGE", 415: "M_NOT_JSON", 429: "M_LIMIT_EXCEEDED",
+    400: "M_BAD_JSON",
+    401: "M_MISSING_TOKEN",
+    403: "M_FORBIDDEN",
+    404: "M_UNRECOGNIZED",
+    405: "M_UNRECOGNIZED",
+    413: "M_TOO_LARGE",
+    415: "M_NOT_JSON",
+    429: "M_LIMIT_EXCEEDED",
 }
 
 

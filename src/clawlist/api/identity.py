@@ -83,8 +83,12 @@ class StaticTokenCreate(Strict):
 
 
 def token_body(pair: TokenPair) -> dict[str, Any]:
-    body: dict[str, Any] = {"access_token": pair.access_token, "token_type": "Bearer", "user_id": pair.user_id,
-                            "session_id": pair.session_id}
+    body: dict[str, Any] = {
+        "access_token": pair.access_token,
+        "token_type": "Bearer",
+        "user_id": pair.user_id,
+        "session_id": pair.session_id,
+    }
     if pair.refresh_token is not None:
         body["refresh_token"] = pair.refresh_token
     if pair.expires_in is not None:
@@ -95,14 +99,20 @@ def token_body(pair: TokenPair) -> dict[str, Any]:
 @router.post("/agents", status_code=201, tags=["agents"], summary="Register an agent")
 async def register_agent(body: AgentCreate, svc: ServicesDep) -> dict[str, Any]:
     agent = await users.register_agent(
-        svc, handle=body.handle, public_key=body.public_key, display_name=body.display_name,
-        registration_token=body.registration_token, password=body.password)
+        svc,
+        handle=body.handle,
+        public_key=body.public_key,
+        display_name=body.display_name,
+        registration_token=body.registration_token,
+        password=body.password,
+    )
     return {"user_id": agent.user_id, "handle": agent.handle}
 
 
 @router.get("/agents", tags=["agents"], summary="List agents")
-async def list_agents(svc: ServicesDep, _actor: ActorDep, cursor: str | None = None,
-                      limit: int = Query(50, ge=1, le=1000)) -> dict[str, Any]:
+async def list_agents(
+    svc: ServicesDep, _actor: ActorDep, cursor: str | None = None, limit: int = Query(50, ge=1, le=1000)
+) -> dict[str, Any]:
     items, nxt = await users.list_agents(svc, after=cursor, limit=min(limit, svc.settings.max_page_size))
     return {"agents": items, "next_cursor": nxt}
 
@@ -178,9 +188,14 @@ async def whoami(svc: ServicesDep, actor: ActorDep) -> dict[str, Any]:
 
 @router.post("/humans", status_code=201, tags=["humans"], summary="Create a human account")
 async def register_human(body: HumanCreate, svc: ServicesDep) -> dict[str, Any]:
-    return await humans.register_human(svc, email=body.email, password=body.password, role=body.role,
-                                       display_name=body.display_name,
-                                       registration_token=body.registration_token)
+    return await humans.register_human(
+        svc,
+        email=body.email,
+        password=body.password,
+        role=body.role,
+        display_name=body.display_name,
+        registration_token=body.registration_token,
+    )
 
 
 @router.get("/humans/me", tags=["humans"], summary="The calling human's account and agents")
@@ -200,14 +215,22 @@ async def set_role(human_id: str, body: RoleSet, svc: ServicesDep, actor: ActorD
     return await humans.set_role(svc, actor, human_id, body.role)
 
 
-@router.post("/admin/registration-tokens", status_code=201, tags=["admin"], summary="Mint a registration token")
+@router.post(
+    "/admin/registration-tokens", status_code=201, tags=["admin"], summary="Mint a registration token"
+)
 async def create_registration_token(body: TokenCreate, svc: ServicesDep, actor: ActorDep) -> dict[str, Any]:
     token = await registration.create_token_as(svc, actor, body.uses_allowed, body.expires_in)
     return {"token": token.token, "uses_allowed": token.uses_allowed, "expires_at": token.expires_ts}
 
 
-@router.post("/admin/agents/{user_id}/tokens", status_code=201, tags=["admin"],
-             summary="Mint a long-lived token for a bot")
-async def mint_token(user_id: str, body: StaticTokenCreate, svc: ServicesDep, actor: ActorDep) -> dict[str, Any]:
+@router.post(
+    "/admin/agents/{user_id}/tokens",
+    status_code=201,
+    tags=["admin"],
+    summary="Mint a long-lived token for a bot",
+)
+async def mint_token(
+    user_id: str, body: StaticTokenCreate, svc: ServicesDep, actor: ActorDep
+) -> dict[str, Any]:
     pair = await auth.mint_static_token(svc, user_id, label=body.label or "static token", actor=actor)
     return token_body(pair)

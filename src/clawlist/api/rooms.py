@@ -82,8 +82,13 @@ class AliasSet(Strict):
 async def create_room(body: RoomCreate, svc: ServicesDep, actor: ActorDep) -> dict[str, Any]:
     public = body.visibility == "public"
     spec = RoomSpec(
-        name=body.name, topic=body.topic, is_public=public, alias_localpart=body.alias,
-        invite=body.invite, join_rule=body.join_rule, room_type="m.space" if body.type == "space" else None,
+        name=body.name,
+        topic=body.topic,
+        is_public=public,
+        alias_localpart=body.alias,
+        invite=body.invite,
+        join_rule=body.join_rule,
+        room_type="m.space" if body.type == "space" else None,
         history_visibility=body.history_visibility or ("world_readable" if public else "shared"),
     )
     room_id = await rooms.create_room(svc, actor, spec)
@@ -96,8 +101,13 @@ async def joined_rooms(svc: ServicesDep, actor: ActorDep) -> dict[str, Any]:
 
 
 @router.get("/rooms/public", tags=["rooms"], summary="Browse public rooms and spaces")
-async def public_rooms(svc: ServicesDep, actor: ActorDep, type: Literal["room", "space"] | None = None,
-                       cursor: str | None = None, limit: int | None = Query(None, ge=1)) -> dict[str, Any]:
+async def public_rooms(
+    svc: ServicesDep,
+    actor: ActorDep,
+    type: Literal["room", "space"] | None = None,
+    cursor: str | None = None,
+    limit: int | None = Query(None, ge=1),
+) -> dict[str, Any]:
     items, nxt = await history.public_rooms(svc, actor, room_type=type, after=cursor, limit=limit)
     return {"rooms": items, "next_cursor": nxt}
 
@@ -147,34 +157,46 @@ async def state_event(room: str, event_type: str, svc: ServicesDep, actor: Actor
     return await history.state_event(svc, actor, room, event_type, "")
 
 
-@router.get("/rooms/{room}/state/{event_type}/{state_key:path}", tags=["state"],
-            summary="One state event's content, by state key")
-async def state_event_key(room: str, event_type: str, state_key: str, svc: ServicesDep,
-                          actor: ActorDep) -> dict[str, Any]:
+@router.get(
+    "/rooms/{room}/state/{event_type}/{state_key:path}",
+    tags=["state"],
+    summary="One state event's content, by state key",
+)
+async def state_event_key(
+    room: str, event_type: str, state_key: str, svc: ServicesDep, actor: ActorDep
+) -> dict[str, Any]:
     return await history.state_event(svc, actor, room, event_type, state_key)
 
 
 @router.put("/rooms/{room}/state/{event_type}", tags=["state"], summary="Set state (empty state key)")
-async def set_state(room: str, event_type: str, body: StateSet, svc: ServicesDep,
-                    actor: ActorDep) -> dict[str, Any]:
+async def set_state(
+    room: str, event_type: str, body: StateSet, svc: ServicesDep, actor: ActorDep
+) -> dict[str, Any]:
     return {"event_id": await rooms.set_state(svc, actor, room, event_type, "", body.content)}
 
 
 @router.put("/rooms/{room}/state/{event_type}/{state_key:path}", tags=["state"], summary="Set state")
-async def set_state_key(room: str, event_type: str, state_key: str, body: StateSet, svc: ServicesDep,
-                        actor: ActorDep) -> dict[str, Any]:
+async def set_state_key(
+    room: str, event_type: str, state_key: str, body: StateSet, svc: ServicesDep, actor: ActorDep
+) -> dict[str, Any]:
     return {"event_id": await rooms.set_state(svc, actor, room, event_type, state_key, body.content)}
 
 
 @router.get("/rooms/{room}/members", tags=["rooms"], summary="Membership events of the room")
-async def members(room: str, svc: ServicesDep, actor: ActorDep,
-                  membership: Literal["join", "leave", "invite", "ban", "knock"] | None = None) -> dict[str, Any]:
+async def members(
+    room: str,
+    svc: ServicesDep,
+    actor: ActorDep,
+    membership: Literal["join", "leave", "invite", "ban", "knock"] | None = None,
+) -> dict[str, Any]:
     return {"chunk": await history.members(svc, actor, room, membership)}
 
 
 @router.get("/rooms/{room}/messages", tags=["messages"], summary="Page through the timeline")
 async def get_messages(
-    room: str, svc: ServicesDep, actor: ActorDep,
+    room: str,
+    svc: ServicesDep,
+    actor: ActorDep,
     from_: str | None = Query(None, alias="from", description="a token from a previous page"),
     dir: Literal["b", "f"] = "b",
     limit: int | None = Query(None, ge=1),
@@ -190,14 +212,23 @@ async def get_messages(
 async def send_message(room: str, body: MessageSend, svc: ServicesDep, actor: ActorDep) -> dict[str, Any]:
     extra = dict(body.model_extra or {})
     event_id = await messages.send_message(
-        svc, actor, room, txn_id=body.txn_id, body=body.body, msgtype=body.msgtype, reply_to=body.reply_to,
-        edit_of=body.edit_of, extra=extra)
+        svc,
+        actor,
+        room,
+        txn_id=body.txn_id,
+        body=body.body,
+        msgtype=body.msgtype,
+        reply_to=body.reply_to,
+        edit_of=body.edit_of,
+        extra=extra,
+    )
     return {"event_id": event_id}
 
 
 @router.post("/rooms/{room}/events/{event_type}", tags=["messages"], summary="Send any non-state event")
-async def send_event(room: str, event_type: str, body: EventSend, svc: ServicesDep,
-                     actor: ActorDep) -> dict[str, Any]:
+async def send_event(
+    room: str, event_type: str, body: EventSend, svc: ServicesDep, actor: ActorDep
+) -> dict[str, Any]:
     return {"event_id": await messages.send_event(svc, actor, room, event_type, body.content, body.txn_id)}
 
 
@@ -208,14 +239,20 @@ async def get_event(room: str, event_id: str, svc: ServicesDep, actor: ActorDep)
 
 @router.post("/rooms/{room}/reactions", tags=["messages"], summary="React to an event")
 async def react(room: str, body: ReactionSend, svc: ServicesDep, actor: ActorDep) -> dict[str, Any]:
-    return {"event_id": await messages.react(svc, actor, room, txn_id=body.txn_id, event_id=body.event_id,
-                                             key=body.key)}
+    return {
+        "event_id": await messages.react(
+            svc, actor, room, txn_id=body.txn_id, event_id=body.event_id, key=body.key
+        )
+    }
 
 
 @router.post("/rooms/{room}/redactions", tags=["messages"], summary="Redact an event")
 async def redact(room: str, body: RedactionSend, svc: ServicesDep, actor: ActorDep) -> dict[str, Any]:
-    return {"event_id": await messages.redact(svc, actor, room, body.event_id, txn_id=body.txn_id,
-                                              reason=body.reason)}
+    return {
+        "event_id": await messages.redact(
+            svc, actor, room, body.event_id, txn_id=body.txn_id, reason=body.reason
+        )
+    }
 
 
 @router.post("/dms", tags=["rooms"], summary="Open (or find) the DM with another agent")

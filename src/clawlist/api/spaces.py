@@ -38,14 +38,21 @@ class ChildSet(Strict):
 
 @router.post("", status_code=201, summary="Create a space")
 async def create_space(body: SpaceCreate, svc: ServicesDep, actor: ActorDep) -> dict[str, Any]:
-    room_id = await spaces.create_space(svc, actor, name=body.name, topic=body.topic,
-                                        is_public=body.visibility == "public", alias_localpart=body.alias)
+    room_id = await spaces.create_space(
+        svc,
+        actor,
+        name=body.name,
+        topic=body.topic,
+        is_public=body.visibility == "public",
+        alias_localpart=body.alias,
+    )
     return {"room_id": room_id}
 
 
 @router.get("", summary="Browse public spaces")
-async def list_spaces(svc: ServicesDep, actor: ActorDep, cursor: str | None = None,
-                      limit: int | None = Query(None, ge=1)) -> dict[str, Any]:
+async def list_spaces(
+    svc: ServicesDep, actor: ActorDep, cursor: str | None = None, limit: int | None = Query(None, ge=1)
+) -> dict[str, Any]:
     items, nxt = await history.public_rooms(svc, actor, room_type="space", after=cursor, limit=limit)
     return {"spaces": items, "next_cursor": nxt}
 
@@ -56,16 +63,23 @@ async def hierarchy(space: str, svc: ServicesDep, actor: ActorDep) -> dict[str, 
 
 
 @router.post("/{space}/channels", status_code=201, summary="Create a channel in the space")
-async def create_channel(space: str, body: ChannelCreate, svc: ServicesDep, actor: ActorDep) -> dict[str, Any]:
+async def create_channel(
+    space: str, body: ChannelCreate, svc: ServicesDep, actor: ActorDep
+) -> dict[str, Any]:
     public = None if body.visibility is None else body.visibility == "public"
-    room_id = await spaces.create_channel(svc, actor, space, name=body.name, topic=body.topic,
-                                          category=body.category, is_public=public)
+    room_id = await spaces.create_channel(
+        svc, actor, space, name=body.name, topic=body.topic, category=body.category, is_public=public
+    )
     return {"room_id": room_id}
 
 
 @router.put("/{space}/children/{room}", summary="Add an existing room to the space")
-async def add_child(space: str, room: str, body: ChildSet, svc: ServicesDep, actor: ActorDep) -> dict[str, Any]:
-    return {"event_id": await spaces.add_child(svc, actor, space, room, category=body.category, order=body.order)}
+async def add_child(
+    space: str, room: str, body: ChildSet, svc: ServicesDep, actor: ActorDep
+) -> dict[str, Any]:
+    return {
+        "event_id": await spaces.add_child(svc, actor, space, room, category=body.category, order=body.order)
+    }
 
 
 @router.delete("/{space}/children/{room}", summary="Remove a room from the space")

@@ -22,5 +22,9 @@ async def health(svc: ServicesDep) -> JSONBytesResponse:
 
 @router.get("/version", summary="Server version")
 async def version(svc: ServicesDep) -> dict[str, Any]:
-    return {"name": "clawlist", "version": __version__, "server_name": svc.settings.server_name,
-            "api": ["v1"]}
+    return {
+        "name": "clawlist",
+        "version": __version__,
+        "server_name": svc.settings.server_name,
+        "api": ["v1"],
+    }

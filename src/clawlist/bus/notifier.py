@@ -5,6 +5,7 @@ the truth, so a lost wake-up can delay a delivery but never lose one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Protocol
 
 
@@ -46,8 +47,6 @@ class MemoryBus:
     async def wait_for_change(self, after: int, timeout: float) -> int:
         """Wait until a position beyond `after` is published, or `timeout` seconds pass."""
         async with self._changed:
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait_for(lambda: self._position > after), timeout)
-            except TimeoutError:
-                pass
             return self._position

@@ -40,10 +40,12 @@ async def mint_agent_token(settings: Settings, user_id: str, label: str) -> auth
     return await with_services(settings, lambda svc: auth.mint_static_token(svc, user_id, label=label))
 
 
-async def create_registration_token(settings: Settings, uses: int | None,
-                                    expires_in: int | None) -> registration.NewRegistrationToken:
+async def create_registration_token(
+    settings: Settings, uses: int | None, expires_in: int | None
+) -> registration.NewRegistrationToken:
     async def work(svc: Services) -> registration.NewRegistrationToken:
-        return await registration.create_token(svc, created_by=system_user_id(svc), uses_allowed=uses,
-                                               expires_in_s=expires_in)
+        return await registration.create_token(
+            svc, created_by=system_user_id(svc), uses_allowed=uses, expires_in_s=expires_in
+        )
 
     return await with_services(settings, work)

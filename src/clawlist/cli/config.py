@@ -43,8 +43,10 @@ def _write_private(path: Path, data: dict[str, Any]) -> None:
 def save_agent(server: str, user_id: str, key: AgentKey) -> Path:
     handle = user_id[1:].split(":", 1)[0]
     path = config_dir() / "agents" / _server_key(server) / f"{handle}.json"
-    _write_private(path, {"user_id": user_id, "server": server, "private_key": key.private_b64,
-                          "public_key": key.public_b64})
+    _write_private(
+        path,
+        {"user_id": user_id, "server": server, "private_key": key.private_b64, "public_key": key.public_b64},
+    )
     settings = load_settings()
     settings.setdefault("default_agent", {})[server] = user_id
     _write_private(config_dir() / "config.json", settings)
@@ -68,8 +70,9 @@ def stored_agents(server: str | None = None) -> list[StoredAgent]:
         data = json.loads(path.read_text())
         if server is not None and data.get("server") != server:
             continue
-        found.append(StoredAgent(data["user_id"], data["server"], AgentKey.from_private_b64(data["private_key"]),
-                                 path))
+        found.append(
+            StoredAgent(data["user_id"], data["server"], AgentKey.from_private_b64(data["private_key"]), path)
+        )
     return found
 
 
@@ -77,7 +80,8 @@ def find_agent(server: str, who: str | None) -> StoredAgent:
     agents = stored_agents(server)
     if not agents:
         raise click.ClickException(
-            f"no agent stored for {server}; create one with `clawlist agent create HANDLE --server {server}`")
+            f"no agent stored for {server}; create one with `clawlist agent create HANDLE --server {server}`"
+        )
     if who is None:
         who = load_settings().get("default_agent", {}).get(server)
         if who is None:
@@ -86,5 +90,6 @@ def find_agent(server: str, who: str | None) -> StoredAgent:
         handle = agent.user_id[1:].split(":", 1)[0]
         if who in (agent.user_id, handle, "@" + handle):
             return agent
-    raise click.ClickException(f"no stored agent {who!r} for {server}; known: "
-                               + ", ".join(a.user_id for a in agents))
+    raise click.ClickException(
+        f"no stored agent {who!r} for {server}; known: " + ", ".join(a.user_id for a in agents)
+    )

@@ -23,11 +23,16 @@ from clawlist.core.errors import ClawlistError
 
 T = TypeVar("T")
 
-app = typer.Typer(help="clawlist: a homeserver where AI agents meet, talk and trade.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="clawlist: a homeserver where AI agents meet, talk and trade.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 agent_app = typer.Typer(help="Create agents, mint their tokens, list them.", no_args_is_help=True)
 room_app = typer.Typer(help="Create, list and join rooms.", no_args_is_help=True)
-regtoken_app = typer.Typer(help="Registration tokens (admin, works with the server down).", no_args_is_help=True)
+regtoken_app = typer.Typer(
+    help="Registration tokens (admin, works with the server down).", no_args_is_help=True
+)
 app.add_typer(agent_app, name="agent")
 app.add_typer(room_app, name="room")
 app.add_typer(regtoken_app, name="registration-token")
@@ -37,9 +42,13 @@ err = Console(stderr=True)
 
 DEFAULT_SERVER = "http://127.0.0.1:8008"
 ServerOpt = Annotated[str, typer.Option("--server", "-s", envvar="CLAWLIST_SERVER", help="Server URL.")]
-AsOpt = Annotated[str | None, typer.Option("--as", envvar="CLAWLIST_AGENT",
-                                           help="Which stored agent acts (handle or user id).")]
-DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (default ./clawlist-data).")]
+AsOpt = Annotated[
+    str | None,
+    typer.Option("--as", envvar="CLAWLIST_AGENT", help="Which stored agent acts (handle or user id)."),
+]
+DataDirOpt = Annotated[
+    Path | None, typer.Option("--data-dir", help="Data directory (default ./clawlist-data).")
+]
 
 
 def run(coro: Awaitable[T]) -> T:
@@ -99,10 +108,18 @@ def serve(
     settings = admin.make_settings(data_dir, host=host, port=port)
     if port is not None and settings.public_base_url == f"http://{settings.host}:8008":
         settings.public_base_url = f"http://{settings.host}:{port}"
-    err.print(f"clawlist {__version__} serving {settings.server_name} at http://{settings.host}:{settings.port} "
-              f"(database: {_redact_url(settings.db_url)})")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level,
-                access_log=False, server_header=False)
+    err.print(
+        f"clawlist {__version__} serving {settings.server_name} at http://{settings.host}:{settings.port} "
+        f"(database: {_redact_url(settings.db_url)})"
+    )
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=False,
+        server_header=False,
+    )
 
 
 def _redact_url(url: str) -> str:
@@ -136,8 +153,9 @@ def agent_create(
 
     async def work() -> str:
         async with ClawlistClient(server) as client:
-            user_id = await client.register(handle, key, registration_token=registration_token,
-                                            display_name=display_name)
+            user_id = await client.register(
+                handle, key, registration_token=registration_token, display_name=display_name
+            )
             await client.login(user_id, key)
             return user_id
 
@@ -162,7 +180,9 @@ def agent_token(
 @agent_app.command("list")
 def agent_list(
     server: ServerOpt = DEFAULT_SERVER,
-    local: Annotated[bool, typer.Option("--local", help="Only the agents whose keys are stored here.")] = False,
+    local: Annotated[
+        bool, typer.Option("--local", help="Only the agents whose keys are stored here.")
+    ] = False,
     who: AsOpt = None,
 ) -> None:
     """List agents: the ones with keys stored here, and (if one can log in) the server's directory."""
@@ -171,6 +191,7 @@ def agent_list(
     for user_id in sorted(mine):
         table.add_row(user_id, "key stored here")
     if not local and mine:
+
         async def work(client: ClawlistClient) -> list[dict[str, Any]]:
             items: list[dict[str, Any]] = []
             cursor = None
@@ -189,7 +210,9 @@ def agent_list(
 
 @regtoken_app.command("create")
 def regtoken_create(
-    uses: Annotated[int | None, typer.Option(help="How many registrations it allows (default unlimited).")] = None,
+    uses: Annotated[
+        int | None, typer.Option(help="How many registrations it allows (default unlimited).")
+    ] = None,
     expires_in: Annotated[int | None, typer.Option(help="Seconds until it expires (default never).")] = None,
     data_dir: DataDirOpt = None,
 ) -> None:
@@ -201,20 +224,26 @@ def regtoken_create(
 @room_app.command("create")
 def room_create(
     name: str,
-    public: Annotated[bool, typer.Option("--public/--private", help="Anyone may join a public room.")] = False,
+    public: Annotated[
+        bool, typer.Option("--public/--private", help="Anyone may join a public room.")
+    ] = False,
     alias: Annotated[str | None, typer.Option(help="Alias localpart, e.g. 'trading'.")] = None,
     topic: Annotated[str | None, typer.Option()] = None,
     server: ServerOpt = DEFAULT_SERVER,
     who: AsOpt = None,
 ) -> None:
     """Create a room."""
-    room_id = run(_with_client(server, who, lambda c: c.create_room(name, public=public, alias=alias, topic=topic)))
+    room_id = run(
+        _with_client(server, who, lambda c: c.create_room(name, public=public, alias=alias, topic=topic))
+    )
     console.print(room_id)
 
 
 @room_app.command("list")
 def room_list(
-    public: Annotated[bool, typer.Option("--public", help="Browse public rooms instead of your own.")] = False,
+    public: Annotated[
+        bool, typer.Option("--public", help="Browse public rooms instead of your own.")
+    ] = False,
     server: ServerOpt = DEFAULT_SERVER,
     who: AsOpt = None,
 ) -> None:
@@ -222,8 +251,13 @@ def room_list(
     rooms = run(_with_client(server, who, lambda c: c.public_rooms() if public else c.rooms()))
     table = Table("room id", "alias", "name", "members", "membership")
     for room in rooms:
-        table.add_row(room["room_id"], room.get("alias") or "", room.get("name") or "",
-                      str(room.get("joined_members", "")), room.get("membership") or "")
+        table.add_row(
+            room["room_id"],
+            room.get("alias") or "",
+            room.get("name") or "",
+            str(room.get("joined_members", "")),
+            room.get("membership") or "",
+        )
     console.print(table)
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from urllib.parse import quote
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -23,8 +23,14 @@ class ApiError(Exception):
 
 
 class ClawlistClient:
-    def __init__(self, base_url: str, *, access_token: str | None = None, timeout: float = 30.0,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        access_token: str | None = None,
+        timeout: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.access_token = access_token
         self.refresh_token: str | None = None
@@ -35,15 +41,24 @@ class ClawlistClient:
     async def __aenter__(self) -> ClawlistClient:
         return self
 
-    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         await self.close()
 
     async def close(self) -> None:
         await self._http.aclose()
 
-    async def request(self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None,
-                      auth: bool = True, retry_auth: bool = True) -> Any:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: dict[str, Any] | None = None,
+        auth: bool = True,
+        retry_auth: bool = True,
+    ) -> Any:
         headers = {}
         if auth and self.access_token:
             headers["Authorization"] = f"Bearer {self.access_token}"
@@ -70,8 +85,14 @@ class ClawlistClient:
             await self.login(self.user_id, self._key)
 
     # identity
-    async def register(self, handle: str, key: AgentKey, *, registration_token: str | None = None,
-                       display_name: str | None = None) -> str:
+    async def register(
+        self,
+        handle: str,
+        key: AgentKey,
+        *,
+        registration_token: str | None = None,
+        display_name: str | None = None,
+    ) -> str:
         body: dict[str, Any] = {"handle": handle, "public_key": key.public_b64}
         if registration_token:
             body["registration_token"] = registration_token
@@ -81,17 +102,24 @@ class ClawlistClient:
         return str(result["user_id"])
 
     async def login(self, user_id: str, key: AgentKey) -> str:
-        challenge = await self.request("POST", "/api/v1/auth/challenge", json={"user_id": user_id}, auth=False)
+        challenge = await self.request(
+            "POST", "/api/v1/auth/challenge", json={"user_id": user_id}, auth=False
+        )
         nonce = challenge["nonce"]
-        tokens = await self.request("POST", "/api/v1/auth/login", auth=False, json={
-            "user_id": user_id, "nonce": nonce, "signature": key.sign_b64(nonce)})
+        tokens = await self.request(
+            "POST",
+            "/api/v1/auth/login",
+            auth=False,
+            json={"user_id": user_id, "nonce": nonce, "signature": key.sign_b64(nonce)},
+        )
         self._key = key
         self._set_tokens(tokens)
         return str(tokens["user_id"])
 
     async def refresh(self) -> None:
-        tokens = await self.request("POST", "/api/v1/auth/refresh", json={"refresh_token": self.refresh_token},
-                                    auth=False)
+        tokens = await self.request(
+            "POST", "/api/v1/auth/refresh", json={"refresh_token": self.refresh_token}, auth=False
+        )
         self._set_tokens(tokens)
 
     def _set_tokens(self, tokens: dict[str, Any]) -> None:
@@ -111,8 +139,15 @@ class ClawlistClient:
         return result
 
     # rooms
-    async def create_room(self, name: str | None = None, *, public: bool = False, alias: str | None = None,
-                          topic: str | None = None, invite: list[str] | None = None) -> str:
+    async def create_room(
+        self,
+        name: str | None = None,
+        *,
+        public: bool = False,
+        alias: str | None = None,
+        topic: str | None = None,
+        invite: list[str] | None = None,
+    ) -> str:
         body: dict[str, Any] = {"visibility": "public" if public else "private", "invite": invite or []}
         for key, value in (("name", name), ("alias", alias), ("topic", topic)):
             if value is not None:
@@ -143,17 +178,23 @@ class ClawlistClient:
         return str((await self.request("GET", f"/api/v1/directory/{_quote(alias)}"))["room_id"])
 
     # messages
-    async def send(self, room: str, body: str, *, msgtype: str = "m.text", txn_id: str | None = None,
-                   **fields: Any) -> str:
+    async def send(
+        self, room: str, body: str, *, msgtype: str = "m.text", txn_id: str | None = None, **fields: Any
+    ) -> str:
         payload = {"txn_id": txn_id or uuid.uuid4().hex, "body": body, "msgtype": msgtype, **fields}
-        return str((await self.request("POST", f"/api/v1/rooms/{_quote(room)}/messages", json=payload))["event_id"])
+        return str(
+            (await self.request("POST", f"/api/v1/rooms/{_quote(room)}/messages", json=payload))["event_id"]
+        )
 
-    async def history(self, room: str, *, limit: int = 50, direction: str = "b",
-                      from_token: str | None = None) -> dict[str, Any]:
+    async def history(
+        self, room: str, *, limit: int = 50, direction: str = "b", from_token: str | None = None
+    ) -> dict[str, Any]:
         params: dict[str, Any] = {"limit": limit, "dir": direction}
         if from_token:
             params["from"] = from_token
-        result: dict[str, Any] = await self.request("GET", f"/api/v1/rooms/{_quote(room)}/messages", params=params)
+        result: dict[str, Any] = await self.request(
+            "GET", f"/api/v1/rooms/{_quote(room)}/messages", params=params
+        )
         return result
 
 

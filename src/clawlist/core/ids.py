@@ -20,9 +20,7 @@ def validate_handle(handle: str, reserved: frozenset[str]) -> str:
         raise bad_request("handle must be a string", "M_INVALID_USERNAME")
     normal = normalize_handle(handle)
     if not HANDLE_RE.match(normal):
-        raise bad_request(
-            "handle must be 3-32 characters of a-z, 0-9, '.', '_' or '-'", "M_INVALID_USERNAME"
-        )
+        raise bad_request("handle must be 3-32 characters of a-z, 0-9, '.', '_' or '-'", "M_INVALID_USERNAME")
     if normal in reserved:
         raise bad_request(f"handle {normal!r} is reserved", "M_EXCLUSIVE")
     return normal

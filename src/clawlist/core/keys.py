@@ -29,7 +29,9 @@ def decode_b64(value: str, what: str) -> bytes:
 def parse_public_key(value: str) -> bytes:
     raw = decode_b64(value, "public_key")
     if len(raw) != PUBLIC_KEY_BYTES:
-        raise bad_request(f"public_key must be a raw {PUBLIC_KEY_BYTES}-byte Ed25519 key, got {len(raw)} bytes")
+        raise bad_request(
+            f"public_key must be a raw {PUBLIC_KEY_BYTES}-byte Ed25519 key, got {len(raw)} bytes"
+        )
     try:
         Ed25519PublicKey.from_public_bytes(raw)
     except ValueError as exc:

@@ -5,15 +5,32 @@ from __future__ import annotations
 from typing import Any
 
 _KEEP_TOP = {
-    "event_id", "type", "room_id", "sender", "state_key", "content", "hashes", "signatures",
-    "depth", "prev_events", "auth_events", "origin_server_ts",
+    "event_id",
+    "type",
+    "room_id",
+    "sender",
+    "state_key",
+    "content",
+    "hashes",
+    "signatures",
+    "depth",
+    "prev_events",
+    "auth_events",
+    "origin_server_ts",
 }
 
 _KEEP_CONTENT: dict[str, set[str]] = {
     "m.room.member": {"membership", "join_authorised_via_users_server"},
     "m.room.join_rules": {"join_rule", "allow"},
     "m.room.power_levels": {
-        "ban", "events", "events_default", "invite", "kick", "redact", "state_default", "users",
+        "ban",
+        "events",
+        "events_default",
+        "invite",
+        "kick",
+        "redact",
+        "state_default",
+        "users",
         "users_default",
     },
     "m.room.history_visibility": {"history_visibility"},

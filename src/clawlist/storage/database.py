@@ -41,7 +41,10 @@ class Database:
             if schema:
                 connect_args["server_settings"] = {"search_path": schema}
             self.write_engine = create_async_engine(
-                url, pool_size=pool_size, max_overflow=pool_size, connect_args=connect_args,
+                url,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                connect_args=connect_args,
                 pool_pre_ping=True,
             )
             self.read_engine = self.write_engine

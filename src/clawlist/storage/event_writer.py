@@ -10,6 +10,7 @@ held until commit, so positions become visible strictly in order, also across pr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -84,7 +85,9 @@ class WriteTx:
 
     async def _next_depth(self, room_id: str) -> int:
         if room_id not in self._depths:
-            depth = (await self.conn.execute(select(rooms.c.depth).where(rooms.c.room_id == room_id))).scalar()
+            depth = (
+                await self.conn.execute(select(rooms.c.depth).where(rooms.c.room_id == room_id))
+            ).scalar()
             self._depths[room_id] = int(depth or 0)
         self._depths[room_id] += 1
         return self._depths[room_id]
@@ -92,8 +95,9 @@ class WriteTx:
     async def append(self, new: NewEvent) -> StoredEvent:
         content_bytes = canonical_json(new.content)
         if len(content_bytes) > self._writer.max_event_bytes:
-            raise too_large(f"event content is {len(content_bytes)} bytes; the limit is "
-                            f"{self._writer.max_event_bytes}")
+            raise too_large(
+                f"event content is {len(content_bytes)} bytes; the limit is {self._writer.max_event_bytes}"
+            )
         position = await self._allocate_position()
         depth = await self._next_depth(new.room_id)
         ts = self.now_ms()
@@ -131,29 +135,51 @@ class WriteTx:
         if new.state_key is not None:
             await self._upsert(
                 current_state,
-                {"room_id": new.room_id, "type": new.type, "state_key": new.state_key,
-                 "event_id": event_id, "position": position},
+                {
+                    "room_id": new.room_id,
+                    "type": new.type,
+                    "state_key": new.state_key,
+                    "event_id": event_id,
+                    "position": position,
+                },
                 ["room_id", "type", "state_key"],
             )
             if new.type == ev.MEMBER:
                 await self._upsert(
                     memberships,
-                    {"room_id": new.room_id, "user_id": new.state_key,
-                     "membership": str(new.content.get("membership")), "event_id": event_id,
-                     "position": position},
+                    {
+                        "room_id": new.room_id,
+                        "user_id": new.state_key,
+                        "membership": str(new.content.get("membership")),
+                        "event_id": event_id,
+                        "position": position,
+                    },
                     ["room_id", "user_id"],
                 )
         if new.txn_id is not None and new.session_id is not None:
             await self.conn.execute(
                 transactions.insert().values(
-                    sender=new.sender, session_id=new.session_id, txn_id=new.txn_id,
-                    event_id=event_id, room_id=new.room_id, created_ts=ts,
+                    sender=new.sender,
+                    session_id=new.session_id,
+                    txn_id=new.txn_id,
+                    event_id=event_id,
+                    room_id=new.room_id,
+                    created_ts=ts,
                 )
             )
         stored = StoredEvent(
-            position=position, event_id=event_id, room_id=new.room_id, type=new.type,
-            sender=new.sender, origin_server_ts=ts, content=new.content, state_key=new.state_key,
-            depth=depth, relates_to=relates_to, rel_type=rel_type, session_id=new.session_id,
+            position=position,
+            event_id=event_id,
+            room_id=new.room_id,
+            type=new.type,
+            sender=new.sender,
+            origin_server_ts=ts,
+            content=new.content,
+            state_key=new.state_key,
+            depth=depth,
+            relates_to=relates_to,
+            rel_type=rel_type,
+            session_id=new.session_id,
             txn_id=new.txn_id,
         )
         self.appended.append(stored)
@@ -170,7 +196,9 @@ class WriteTx:
     async def _finish(self) -> None:
         if self._next_position is not None and self._counter_start is not None:
             await self.conn.execute(
-                update(stream_counter).where(stream_counter.c.id == 1).values(position=self._next_position - 1)
+                update(stream_counter)
+                .where(stream_counter.c.id == 1)
+                .values(position=self._next_position - 1)
             )
         for room_id, depth in self._depths.items():
             await self.conn.execute(update(rooms).where(rooms.c.room_id == room_id).values(depth=depth))
@@ -207,7 +235,9 @@ class EventWriter:
     async def start(self) -> None:
         async with self.db.read() as conn:
             self.last_position = int(
-                (await conn.execute(select(stream_counter.c.position).where(stream_counter.c.id == 1))).scalar()
+                (
+                    await conn.execute(select(stream_counter.c.position).where(stream_counter.c.id == 1))
+                ).scalar()
                 or 0
             )
         self._task = asyncio.create_task(self._run(), name="clawlist-event-writer")
@@ -215,10 +245,8 @@ class EventWriter:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
 
     async def run(self, op: Callable[[WriteTx], Awaitable[T]]) -> T:
@@ -260,7 +288,7 @@ class EventWriter:
                     async with conn.begin_nested():
                         value = await job.op(tx)
                     results.append((job, True, value))
-                    job.appended = tx.appended[saved[2]:]
+                    job.appended = tx.appended[saved[2] :]
                 except ClawlistError as exc:
                     tx._restore(saved)
                     results.append((job, False, exc))
