@@ -36,6 +36,8 @@ REFRESH_PREFIX = "clw_rt_"
 _SESSION_CACHE_KEY = "auth.sessions"
 _SECRET_CACHE_KEY = "auth.jwt_secret"
 SESSION_CACHE_SECONDS = 1.0
+_VERIFIED_JWT_CACHE_KEY = "auth.verified_jwt"
+VERIFIED_TOKEN_CACHE_SIZE = 50_000
 
 
 @dataclass(frozen=True)
@@ -121,12 +123,17 @@ async def login_with_signature(svc: Services, user_ref: str, nonce: str, signatu
             raise ClawlistError(403, "M_FORBIDDEN", "this nonce has expired; ask for a new challenge")
         if agent.public_key is None:
             raise forbidden("this agent has no public key")
-        # Burn the nonce before checking the signature: a wrong guess costs the nonce.
-        await conn.execute(
+        # Burn the nonce before checking the signature: a wrong guess costs the nonce. The
+        # compare-and-set makes it single-use even when two logins race with the same nonce.
+        burned = await conn.execute(
             update(login_challenges)
-            .where(login_challenges.c.nonce_hash == row.nonce_hash)
+            .where(
+                and_(login_challenges.c.nonce_hash == row.nonce_hash, login_challenges.c.used_ts.is_(None))
+            )
             .values(used_ts=now)
         )
+        if burned.rowcount != 1:
+            raise ClawlistError(403, "M_FORBIDDEN", "this nonce was already used; ask for a new challenge")
     verify_signature(agent.public_key, nonce.encode("utf-8"), signature)
     return await _start_session(svc, agent.user_id, "agent", scope="full", label="key login")
 
@@ -210,6 +217,7 @@ async def refresh(svc: Services, refresh_token: str) -> TokenPair:
     if not isinstance(refresh_token, str) or not refresh_token:
         raise unauthorized("refresh_token is required", "M_MISSING_TOKEN")
     now = svc.clock.now_ms()
+    new_refresh: str | None = None
     async with svc.db.write() as conn:
         row = (
             await conn.execute(
@@ -224,8 +232,23 @@ async def refresh(svc: Services, refresh_token: str) -> TokenPair:
             raise unauthorized("unknown refresh token")
         if row.revoked_ts is not None:
             raise unauthorized("this session was revoked; log in again")
-        if row.used_ts is not None:
-            # Reuse of a rotated token means it leaked: revoke the whole family.
+        if row.used_ts is None and row.expires_ts <= now:
+            raise unauthorized("refresh token expired; log in again")
+        if row.used_ts is None:
+            # Compare-and-set: of two concurrent refreshes with one token, only one wins; the
+            # loser is treated as a reuse below.
+            result = await conn.execute(
+                update(refresh_tokens)
+                .where(
+                    and_(refresh_tokens.c.token_hash == row.token_hash, refresh_tokens.c.used_ts.is_(None))
+                )
+                .values(used_ts=now)
+            )
+            if result.rowcount == 1:
+                new_refresh = await _issue_refresh(svc, conn, row.session_id, now)
+        if new_refresh is None:
+            # Reuse of a rotated token means it leaked: revoke the whole family. The error is
+            # raised after this transaction commits, or the revocation would roll back with it.
             await conn.execute(
                 update(sessions)
                 .where(sessions.c.session_id == row.session_id)
@@ -240,14 +263,9 @@ async def refresh(svc: Services, refresh_token: str) -> TokenPair:
                 details={"reason": "refresh_token_reuse"},
                 is_sqlite=svc.db.is_sqlite,
             )
-            forget_session(svc, row.session_id)
-            raise unauthorized("refresh token reuse detected; this session is revoked, log in again")
-        if row.expires_ts <= now:
-            raise unauthorized("refresh token expired; log in again")
-        await conn.execute(
-            update(refresh_tokens).where(refresh_tokens.c.token_hash == row.token_hash).values(used_ts=now)
-        )
-        new_refresh = await _issue_refresh(svc, conn, row.session_id, now)
+    if new_refresh is None:
+        forget_session(svc, row.session_id)
+        raise unauthorized("refresh token reuse detected; this session is revoked, log in again")
     access = await _issue_access(svc, row.principal_id, row.principal_kind, row.session_id, row.scope, now)
     return TokenPair(
         access, new_refresh, svc.settings.access_token_ttl_seconds, row.principal_id, row.session_id
@@ -337,18 +355,27 @@ async def authenticate(svc: Services, token: str) -> Actor:
     """The actor behind an access token (JWT or static). Raises 401 M_UNKNOWN_TOKEN otherwise."""
     if token.startswith(STATIC_PREFIX):
         return await _authenticate_static(svc, token)
-    try:
-        claims = jwt.decode(
-            token,
-            await jwt_secret(svc),
-            algorithms=[JWT_ALGORITHM],
-            options={"require": ["exp", "sub", "sid"], "verify_exp": False},
-        )
-    except jwt.PyJWTError as exc:
-        raise unauthorized("unrecognised access token") from exc
-    if int(claims["exp"]) * 1000 <= svc.clock.now_ms():
+    # A verified token is remembered (its expiry and session), so the signature is checked once per
+    # token, not once per request. Expiry and session revocation are still checked every time.
+    verified: dict[str, tuple[int, str]] = svc.cache.setdefault(_VERIFIED_JWT_CACHE_KEY, {})
+    known = verified.get(token)
+    if known is None:
+        try:
+            claims = jwt.decode(
+                token,
+                await jwt_secret(svc),
+                algorithms=[JWT_ALGORITHM],
+                options={"require": ["exp", "sub", "sid"], "verify_exp": False},
+            )
+        except jwt.PyJWTError as exc:
+            raise unauthorized("unrecognised access token") from exc
+        known = (int(claims["exp"]) * 1000, str(claims["sid"]))
+        if len(verified) >= VERIFIED_TOKEN_CACHE_SIZE:
+            verified.clear()
+        verified[token] = known
+    if known[0] <= svc.clock.now_ms():
         raise ClawlistError(401, "M_UNKNOWN_TOKEN", "access token expired; refresh it", soft_logout=True)
-    return await _session_actor(svc, str(claims["sid"]))
+    return await _session_actor(svc, known[1])
 
 
 async def _authenticate_static(svc: Services, token: str) -> Actor:
@@ -393,11 +420,15 @@ async def _session_actor(svc: Services, session_id: str) -> Actor:
                 raise unauthorized("this account is deactivated")
     if row is None or row.revoked_ts is not None:
         raise unauthorized("this token was revoked; log in again")
+    scope = row.scope
+    if row.principal_kind == "human":
+        # A human's scope follows the current role, so a role change applies to live sessions.
+        scope = "read" if role == "observer" else "full"
     actor = Actor(
         principal_id=row.principal_id,
         kind=row.principal_kind,
         session_id=session_id,
-        scope=row.scope,
+        scope=scope,
         role=role,
     )
     if len(cache) > 100_000:

@@ -15,6 +15,7 @@ from clawlist.actions.rooms import resolve_room
 from clawlist.actions.services import Services
 from clawlist.core import events as ev
 from clawlist.core.errors import bad_request, forbidden, not_found
+from clawlist.core.ids import check_text
 from clawlist.core.visibility import can_read_history
 from clawlist.storage.event_store import (
     StoredEvent,
@@ -32,7 +33,13 @@ def position_token(position: int) -> str:
 
 
 def parse_position_token(token: str) -> int:
-    if not isinstance(token, str) or not token.startswith("p") or not token[1:].isdigit():
+    if (
+        not isinstance(token, str)
+        or not token.startswith("p")
+        or not token[1:].isascii()
+        or not token[1:].isdigit()
+        or len(token) > 19
+    ):
         raise bad_request(f"invalid pagination token {token!r}")
     return int(token[1:])
 
@@ -126,6 +133,8 @@ async def state(svc: Services, actor: Actor, room_ref: str) -> list[dict[str, An
 async def state_event(
     svc: Services, actor: Actor, room_ref: str, event_type: str, state_key: str
 ) -> dict[str, Any]:
+    ev.validate_event_type(event_type)
+    ev.validate_state_key(state_key)
     room_id = await resolve_room(svc, room_ref)
     async with svc.db.read() as conn:
         await _require_readable(conn, actor, room_id)
@@ -268,7 +277,7 @@ async def public_rooms(
     elif room_type is not None:
         raise bad_request("type must be 'room' or 'space'")
     if after:
-        query = query.where(rooms.c.room_id > after)
+        query = query.where(rooms.c.room_id > check_text(after, "cursor"))
     async with svc.db.read() as conn:
         ids = [r.room_id for r in (await conn.execute(query.order_by(rooms.c.room_id).limit(n + 1)))]
         items = await summaries(conn, ids[:n], actor)

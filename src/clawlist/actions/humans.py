@@ -132,11 +132,13 @@ async def claim_agent(svc: Services, actor: Actor, code: str) -> dict[str, Any]:
         ).first()
         if row is None or row.used_ts is not None or row.expires_ts <= now:
             raise ClawlistError(403, "M_FORBIDDEN", "the claim code is invalid, used or expired")
-        await conn.execute(
+        claimed = await conn.execute(
             update(claim_codes)
             .where(and_(claim_codes.c.code_hash == row.code_hash, claim_codes.c.used_ts.is_(None)))
             .values(used_ts=now, used_by=human_id)
         )
+        if claimed.rowcount != 1:  # a concurrent claim with the same code won
+            raise ClawlistError(403, "M_FORBIDDEN", "the claim code is invalid, used or expired")
         await conn.execute(
             update(agents).where(agents.c.user_id == row.agent_user_id).values(owner_human_id=human_id)
         )

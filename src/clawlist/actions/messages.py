@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -20,30 +20,35 @@ from clawlist.core import events as ev
 from clawlist.core import power, redaction
 from clawlist.core.canonical import canonical_json
 from clawlist.core.errors import ClawlistError, bad_request, forbidden, not_found
-from clawlist.storage.event_store import get_event
+from clawlist.storage.event_store import get_event, state_content
 from clawlist.storage.event_writer import NewEvent, WriteTx
 from clawlist.storage.tables import events, transactions
+
+_TXN_LOOKUP = select(transactions.c.event_id, transactions.c.room_id).where(
+    and_(
+        transactions.c.sender == bindparam("sender"),
+        transactions.c.session_id == bindparam("session_id"),
+        transactions.c.txn_id == bindparam("txn_id"),
+    )
+)
 
 
 async def _txn_event(
     conn: AsyncConnection, sender: str, session_id: str, txn_id: str
 ) -> tuple[str, str] | None:
     row = (
-        await conn.execute(
-            select(transactions.c.event_id, transactions.c.room_id).where(
-                and_(
-                    transactions.c.sender == sender,
-                    transactions.c.session_id == session_id,
-                    transactions.c.txn_id == txn_id,
-                )
-            )
-        )
+        await conn.execute(_TXN_LOOKUP, {"sender": sender, "session_id": session_id, "txn_id": txn_id})
     ).first()
     return (str(row.event_id), str(row.room_id)) if row else None
 
 
 def _check_txn_id(svc: Services, txn_id: str) -> None:
-    if not isinstance(txn_id, str) or not txn_id or len(txn_id) > svc.settings.max_txn_id_length:
+    if (
+        not isinstance(txn_id, str)
+        or not txn_id
+        or len(txn_id) > svc.settings.max_txn_id_length
+        or "\x00" in txn_id
+    ):
         raise bad_request(f"txn_id must be a string of 1-{svc.settings.max_txn_id_length} characters")
 
 
@@ -58,8 +63,7 @@ async def send_event(
     """Send a non-state event; returns its event id."""
     sender = require_agent(actor)
     _check_txn_id(svc, txn_id)
-    if not isinstance(event_type, str) or not event_type or len(event_type) > 255:
-        raise bad_request("event type must be a string of 1-255 characters")
+    ev.validate_event_type(event_type)
     if not isinstance(content, dict):
         raise bad_request("content must be a JSON object", "M_BAD_JSON")
     if event_type == ev.REDACTION:
@@ -74,16 +78,13 @@ async def send_event(
             413, "M_TOO_LARGE", f"event content is {size} bytes; the limit is {svc.settings.max_event_bytes}"
         )
     room_id = await resolve_room(svc, room_ref)
-    async with svc.db.read() as conn:
-        seen = await _txn_event(conn, sender, actor.session_id, txn_id)
-    if seen is not None:
-        return _same_txn(seen, room_id)
 
     async def op(tx: WriteTx) -> str:
+        # The retransmission check runs inside the write, where it is authoritative.
         again = await _txn_event(tx.conn, sender, actor.session_id, txn_id)
         if again is not None:
             return _same_txn(again, room_id)
-        await require_can_send(tx.conn, room_id, sender, event_type, is_state=False)
+        await require_can_send(tx, room_id, sender, event_type, is_state=False)
         await _check_relation(tx.conn, room_id, sender, event_type, content)
         stored = await tx.append(
             NewEvent(
@@ -231,12 +232,12 @@ async def redact(
         again = await _txn_event(tx.conn, sender, actor.session_id, txn_id)
         if again is not None:
             return _same_txn(again, room_id)
-        await require_can_send(tx.conn, room_id, sender, ev.REDACTION, is_state=False)
+        await require_can_send(tx, room_id, sender, ev.REDACTION, is_state=False)
         target = await get_event(tx.conn, event_id)
         if target is None or target.room_id != room_id:
             raise not_found(f"no event {event_id} in this room")
         if target.sender != sender:
-            levels = await power_levels(tx.conn, room_id)
+            levels = await power_levels(tx, room_id)
             if power.user_level(levels, sender) < power.action_level(levels, "redact"):
                 raise forbidden("you can only redact your own events at your power level")
         content: dict[str, Any] = {"redacts": event_id}
@@ -253,7 +254,9 @@ async def redact(
             )
         )
         if target.redacted_by is None:
-            stripped = redaction.redact_content(target.type, target.content)
+            create = await state_content(tx.conn, room_id, ev.CREATE) or {}
+            version = str(create.get("room_version", "10"))
+            stripped = redaction.redact_content(target.type, target.content, version)
             await tx.conn.execute(
                 update(events)
                 .where(events.c.event_id == event_id)

@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from clawlist.actions import room_rules as rules
 from clawlist.actions.actor import Actor, require_agent
 from clawlist.actions.room_rules import join_rule, power_levels, require_can_send, require_room
 from clawlist.actions.services import Services
@@ -69,6 +70,8 @@ def _validate_spec(spec: RoomSpec) -> None:
             or not isinstance(item.get("content"), dict)
         ):
             raise bad_request("initial_state items need a string 'type' and an object 'content'")
+        ev.validate_event_type(item["type"])
+        ev.validate_state_key(item.get("state_key", ""))
 
 
 async def create_room(svc: Services, actor: Actor, spec: RoomSpec) -> str:
@@ -82,6 +85,9 @@ async def create_room(svc: Services, actor: Actor, spec: RoomSpec) -> str:
     )
     async with svc.db.read() as conn:
         invitees = [(await resolve_agent(conn, u, server)) for u in spec.invite]
+    if any(invitee.user_id == creator for invitee in invitees):
+        raise bad_request("the creator is already in the room; do not invite yourself")
+    invitees = list({invitee.user_id: invitee for invitee in invitees}.values())
     preset = spec.preset or ("public_chat" if spec.is_public else "private_chat")
     room_id = ids.room_id_for(new_opaque_id(svc.rng, 18), server)
 
@@ -182,6 +188,7 @@ async def resolve_room(svc: Services, room_ref: str) -> str:
     if not isinstance(room_ref, str) or not room_ref:
         raise bad_request("room id or alias is required")
     if room_ref.startswith("#"):
+        ids.split_id(room_ref, "#", "alias")
         async with svc.db.read() as conn:
             room_id = (
                 await conn.execute(select(room_aliases.c.room_id).where(room_aliases.c.alias == room_ref))
@@ -217,14 +224,13 @@ async def set_membership(
     target = target_agent.user_id
 
     async def op(tx: WriteTx) -> str:
-        conn = tx.conn
-        await require_room(conn, room_id)
-        sender_m = await membership_of(conn, room_id, sender)
-        target_m = sender_m if target == sender else await membership_of(conn, room_id, target)
+        await require_room(tx, room_id)
+        sender_m = await rules.membership_of(tx, room_id, sender)
+        target_m = sender_m if target == sender else await rules.membership_of(tx, room_id, target)
         if new_membership == "join" and target_m == "join":
-            return await _current_member_event(conn, room_id, target)
-        levels = await power_levels(conn, room_id)
-        rule = await join_rule(conn, room_id)
+            return await _current_member_event(tx.conn, room_id, target)
+        levels = await power_levels(tx, room_id)
+        rule = await join_rule(tx, room_id)
         if dm_participant and new_membership == "join" and target_m != "ban":
             rule = "public"  # a DM's participants may always come back to it
         membership.check_transition(
@@ -315,6 +321,8 @@ async def set_state(
 ) -> str:
     sender = require_agent(actor)
     room_id = await resolve_room(svc, room_ref)
+    ev.validate_event_type(event_type)
+    ev.validate_state_key(state_key)
     if not isinstance(content, dict):
         raise bad_request("state content must be a JSON object", "M_BAD_JSON")
     if event_type == ev.MEMBER:
@@ -324,7 +332,7 @@ async def set_state(
     _validate_state_content(event_type, content)
 
     async def op(tx: WriteTx) -> str:
-        levels = await require_can_send(tx.conn, room_id, sender, event_type, is_state=True)
+        levels = await require_can_send(tx, room_id, sender, event_type, is_state=True)
         if event_type == ev.POWER_LEVELS and not power.can_change_power_levels(levels, content, sender):
             raise forbidden("you cannot grant or change power levels above your own")
         stored = await tx.append(

@@ -6,7 +6,9 @@ from typing import Any
 
 import orjson
 from sqlalchemy import and_, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from clawlist.actions import room_rules as rules
 from clawlist.actions.actor import Actor, require_agent
 from clawlist.actions.history import _require_readable, summaries
 from clawlist.actions.room_rules import require_can_send, require_room
@@ -14,11 +16,34 @@ from clawlist.actions.rooms import RoomSpec, create_room, resolve_room
 from clawlist.actions.services import Services
 from clawlist.core import events as ev
 from clawlist.core.errors import ClawlistError, bad_request
-from clawlist.storage.event_store import membership_of
 from clawlist.storage.event_writer import NewEvent, WriteTx
 from clawlist.storage.tables import current_state, events
 
 MAX_CATEGORY_LENGTH = 64
+
+
+async def _require_child_slot(
+    svc: Services, conn: AsyncConnection, space_id: str, child_id: str | None
+) -> None:
+    """Refuse a new child when the space is full (re-adding an existing child is not a new one)."""
+    where = [
+        current_state.c.room_id == space_id,
+        current_state.c.type == ev.SPACE_CHILD,
+        events.c.content != "{}",
+    ]
+    if child_id is not None:
+        where.append(current_state.c.state_key != child_id)
+    count = (
+        await conn.execute(
+            select(func.count())
+            .select_from(current_state.join(events, events.c.event_id == current_state.c.event_id))
+            .where(and_(*where))
+        )
+    ).scalar_one()
+    if count >= svc.settings.max_space_children:
+        raise ClawlistError(
+            400, "CL_LIMIT_EXCEEDED", f"a space holds at most {svc.settings.max_space_children} channels"
+        )
 
 
 async def create_space(
@@ -77,25 +102,8 @@ async def add_child(
         if space.room_type != ev.SPACE_TYPE:
             raise bad_request(f"{space_id} is not a space")
         await require_room(tx.conn, child_id)
-        await require_can_send(tx.conn, space_id, sender, ev.SPACE_CHILD, is_state=True)
-        count = (
-            await tx.conn.execute(
-                select(func.count())
-                .select_from(current_state.join(events, events.c.event_id == current_state.c.event_id))
-                .where(
-                    and_(
-                        current_state.c.room_id == space_id,
-                        current_state.c.type == ev.SPACE_CHILD,
-                        current_state.c.state_key != child_id,
-                        events.c.content != "{}",
-                    )
-                )
-            )
-        ).scalar_one()
-        if count >= svc.settings.max_space_children:
-            raise ClawlistError(
-                400, "CL_LIMIT_EXCEEDED", f"a space holds at most {svc.settings.max_space_children} channels"
-            )
+        await require_can_send(tx, space_id, sender, ev.SPACE_CHILD, is_state=True)
+        await _require_child_slot(svc, tx.conn, space_id, child_id)
         content: dict[str, Any] = {"via": [server]}
         if order is not None:
             content["order"] = order
@@ -106,9 +114,9 @@ async def add_child(
                 room_id=space_id, type=ev.SPACE_CHILD, sender=sender, content=content, state_key=child_id
             )
         )
-        if await membership_of(tx.conn, child_id, sender) == "join":
+        if await rules.membership_of(tx, child_id, sender) == "join":
             try:
-                await require_can_send(tx.conn, child_id, sender, ev.SPACE_PARENT, is_state=True)
+                await require_can_send(tx, child_id, sender, ev.SPACE_PARENT, is_state=True)
             except ClawlistError:
                 return stored.event_id
             await tx.append(
@@ -131,7 +139,10 @@ async def remove_child(svc: Services, actor: Actor, space_ref: str, child_ref: s
     child_id = await resolve_room(svc, child_ref)
 
     async def op(tx: WriteTx) -> str:
-        await require_can_send(tx.conn, space_id, sender, ev.SPACE_CHILD, is_state=True)
+        space = await require_room(tx.conn, space_id)
+        if space.room_type != ev.SPACE_TYPE:
+            raise bad_request(f"{space_id} is not a space")
+        await require_can_send(tx, space_id, sender, ev.SPACE_CHILD, is_state=True)
         stored = await tx.append(
             NewEvent(room_id=space_id, type=ev.SPACE_CHILD, sender=sender, content={}, state_key=child_id)
         )
@@ -151,12 +162,16 @@ async def create_channel(
     is_public: bool | None = None,
 ) -> str:
     """Create a room and add it to the space as a channel (public when the space is)."""
+    sender = require_agent(actor)
     space_id = await resolve_room(svc, space_ref)
     _validate_child(category, None)
     async with svc.db.read() as conn:
         space = await require_room(conn, space_id)
-    if space.room_type != ev.SPACE_TYPE:
-        raise bad_request(f"{space_id} is not a space")
+        if space.room_type != ev.SPACE_TYPE:
+            raise bad_request(f"{space_id} is not a space")
+        # Check before creating the room, so a refused channel leaves no stray room behind.
+        await require_can_send(conn, space_id, sender, ev.SPACE_CHILD, is_state=True)
+        await _require_child_slot(svc, conn, space_id, None)
     public = bool(space.is_public) if is_public is None else is_public
     room_id = await create_room(
         svc,

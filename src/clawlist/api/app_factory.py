@@ -19,9 +19,10 @@ def build_api(max_body_bytes: int, lifespan: object) -> FastAPI:
         lifespan=lifespan,  # type: ignore[arg-type]
     )
     install_error_handlers(app)
-    app.include_router(system.router)
-    app.include_router(identity.router)
+    # Routes are matched in order: the busiest (room traffic) first.
     app.include_router(rooms.router)
     app.include_router(spaces.router)
+    app.include_router(identity.router)
+    app.include_router(system.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     return app

@@ -12,7 +12,7 @@ from clawlist.actions.services import Services
 from clawlist.core.errors import unauthorized
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
 

@@ -34,7 +34,10 @@ def error_response(status: int, errcode: str, message: str, **extra: Any) -> JSO
 def _describe(errors: list[Any]) -> tuple[str, str]:
     first = errors[0] if errors else {}
     kind = str(first.get("type", ""))
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    # `loc` starts with where the value came from ("body", "query", "path"); only that first
+    # element is the request body itself: a field may be called `body` too.
+    source = list(first.get("loc", ()))
+    loc = [str(p) for p in (source[1:] if source and source[0] == "body" else source)]
     where = ".".join(loc)
     if kind == "json_invalid":
         return "M_NOT_JSON", "request body is not valid JSON"

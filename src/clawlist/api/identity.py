@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from clawlist.actions import auth, humans, registration, users
 from clawlist.actions.auth import TokenPair
 from clawlist.api.deps import ActorDep, ServicesDep
-from clawlist.core.errors import bad_request
+from clawlist.core.errors import forbidden
 
 router = APIRouter(prefix="/api/v1")
 
@@ -201,7 +201,7 @@ async def register_human(body: HumanCreate, svc: ServicesDep) -> dict[str, Any]:
 @router.get("/humans/me", tags=["humans"], summary="The calling human's account and agents")
 async def human_me(svc: ServicesDep, actor: ActorDep) -> dict[str, Any]:
     if actor.kind != "human":
-        raise bad_request("this token belongs to an agent", "M_FORBIDDEN")
+        raise forbidden("this token belongs to an agent, not a human")
     return await humans.get_human(svc, actor.principal_id)
 
 

@@ -16,7 +16,6 @@ from rich.console import Console
 from rich.table import Table
 
 from clawlist import __version__
-from clawlist.cli import admin
 from clawlist.cli.config import find_agent, save_agent, stored_agents
 from clawlist.client import ApiError, ClawlistClient, generate_key
 from clawlist.core.errors import ClawlistError
@@ -104,6 +103,7 @@ def serve(
     import uvicorn
 
     from clawlist.app import create_app
+    from clawlist.cli import admin
 
     settings = admin.make_settings(data_dir, host=host, port=port)
     if port is not None and settings.public_base_url == f"http://{settings.host}:8008":
@@ -134,6 +134,8 @@ def _redact_url(url: str) -> str:
 @app.command()
 def migrate(data_dir: DataDirOpt = None) -> None:
     """Apply database migrations (works with the server down)."""
+    from clawlist.cli import admin
+
     before, after = run(admin.migrate(admin.make_settings(data_dir)))
     if before == after:
         console.print(f"database is up to date (revision {after})")
@@ -172,6 +174,8 @@ def agent_token(
     label: Annotated[str, typer.Option(help="A label for the token's session.")] = "cli token",
 ) -> None:
     """Mint a long-lived access token for a bot (admin; goes to the database)."""
+    from clawlist.cli import admin
+
     pair = run(admin.mint_agent_token(admin.make_settings(data_dir), user_id, label))
     err.print(f"long-lived token for {pair.user_id} (store it like a password):")
     console.print(pair.access_token)
@@ -217,6 +221,8 @@ def regtoken_create(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Mint a registration token (admin; goes to the database)."""
+    from clawlist.cli import admin
+
     token = run(admin.create_registration_token(admin.make_settings(data_dir), uses, expires_in))
     console.print(token.token)
 

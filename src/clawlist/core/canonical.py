@@ -8,10 +8,18 @@ from typing import Any
 
 import orjson
 
+from clawlist.core.errors import bad_json
+
 
 def canonical_json(value: Any) -> bytes:
-    """Sorted keys, no insignificant whitespace, UTF-8 (Matrix's canonical JSON)."""
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    """Sorted keys, no insignificant whitespace, UTF-8 (Matrix's canonical JSON).
+
+    Values JSON cannot carry faithfully (integers beyond 64 bits) are a client error, not a crash.
+    """
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError as exc:
+        raise bad_json(f"content cannot be encoded as canonical JSON: {exc}") from exc
 
 
 def unpadded_b64url(data: bytes) -> str:

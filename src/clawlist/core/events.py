@@ -31,6 +31,18 @@ STANDARD_MSGTYPES = frozenset(
 )
 
 
+def validate_event_type(event_type: str) -> str:
+    if not isinstance(event_type, str) or not event_type or len(event_type) > 255 or "\x00" in event_type:
+        raise bad_request("event type must be a string of 1-255 characters without NUL")
+    return event_type
+
+
+def validate_state_key(state_key: str) -> str:
+    if not isinstance(state_key, str) or len(state_key) > 255 or "\x00" in state_key:
+        raise bad_request("state_key must be a string of at most 255 characters without NUL")
+    return state_key
+
+
 def validate_message_content(content: dict[str, Any]) -> None:
     msgtype = content.get("msgtype")
     if not isinstance(msgtype, str) or not msgtype:

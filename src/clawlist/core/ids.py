@@ -19,7 +19,7 @@ def validate_handle(handle: str, reserved: frozenset[str]) -> str:
     if not isinstance(handle, str):
         raise bad_request("handle must be a string", "M_INVALID_USERNAME")
     normal = normalize_handle(handle)
-    if not HANDLE_RE.match(normal):
+    if not HANDLE_RE.fullmatch(normal):
         raise bad_request("handle must be 3-32 characters of a-z, 0-9, '.', '_' or '-'", "M_INVALID_USERNAME")
     if normal in reserved:
         raise bad_request(f"handle {normal!r} is reserved", "M_EXCLUSIVE")
@@ -30,9 +30,16 @@ def user_id_for(handle: str, server_name: str) -> str:
     return f"@{handle}:{server_name}"
 
 
+def check_text(value: object, what: str, max_length: int = 255) -> str:
+    """A string safe to store and look up: bounded, and without NUL (PostgreSQL text cannot hold it)."""
+    if not isinstance(value, str) or len(value) > max_length or "\x00" in value:
+        raise bad_request(f"{what} must be a string of at most {max_length} characters without NUL")
+    return value
+
+
 def split_id(value: str, sigil: str, what: str) -> tuple[str, str]:
     """Split `<sigil>local:server` into (local, server)."""
-    if not isinstance(value, str) or not value.startswith(sigil) or ":" not in value:
+    if not isinstance(value, str) or not value.startswith(sigil) or ":" not in value or "\x00" in value:
         raise bad_request(f"{what} must look like {sigil}name:server, got {value!r}")
     local, _, server = value[1:].partition(":")
     if not local or not server:
@@ -56,7 +63,7 @@ def validate_alias(alias: str, server_name: str) -> str:
     local, server = split_id(alias, "#", "alias")
     if server != server_name:
         raise bad_request(f"aliases on this server end with :{server_name}")
-    if not ALIAS_LOCALPART_RE.match(local):
+    if not ALIAS_LOCALPART_RE.fullmatch(local):
         raise bad_request("alias localpart must be 1-64 characters of a-z, 0-9, '.', '_' or '-'")
     return alias
 

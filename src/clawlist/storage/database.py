@@ -2,25 +2,53 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 
 log = logging.getLogger(__name__)
+
+#: Key in a connection's `info` dict counting the statements that may have changed data.
+WRITES_KEY = "clawlist.writes"
+_READ_ONLY_PREFIXES = ("SELECT", "SAVEPOINT", "RELEASE", "PRAGMA")
+
+
+class SyncConnectionAdapter:
+    """Gives a synchronous SQLAlchemy connection the awaitable `execute` of an AsyncConnection.
+
+    SQLite writes run on the event loop thread: a statement on a local WAL database takes tens of
+    microseconds, less than the thread hop an async driver would add to each one.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self.sync_connection = conn
+        self.info = conn.info
+
+    async def execute(self, statement: Any, parameters: Any = None, **kwargs: Any) -> Any:
+        return self.sync_connection.execute(statement, parameters, **kwargs)
+
+    async def scalar(self, statement: Any, parameters: Any = None) -> Any:
+        return self.sync_connection.scalar(statement, parameters)
+
+    @property
+    def dialect(self) -> Any:
+        return self.sync_connection.dialect
 
 
 class Database:
     """Owns the engines. Writes go through `write()`, reads through `read()`.
 
-    SQLite: one writer connection that starts every transaction with BEGIN IMMEDIATE (so a
-    read-then-write transaction never fails with SQLITE_BUSY half-way), plus a small pool of
-    readers that see WAL snapshots. PostgreSQL: one pool for both.
+    SQLite: every write transaction in this process runs, one at a time, on one synchronous
+    connection that begins with BEGIN IMMEDIATE (so a read-then-write transaction never fails
+    half-way with SQLITE_BUSY); readers use a small async pool and see WAL snapshots.
+    PostgreSQL: one async pool for both.
     """
 
     def __init__(self, url: str, *, schema: str | None = None, pool_size: int = 10) -> None:
@@ -28,14 +56,23 @@ class Database:
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         self.schema = schema
+        self.sync_engine: Engine | None = None
+        self.sync_read_engine: Engine | None = None
+        self._write_lock = asyncio.Lock()
         if self.is_sqlite:
             path = parsed.database
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             self.write_engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60)
             self.read_engine = create_async_engine(url, pool_size=4, max_overflow=4)
-            _sqlite_setup(self.write_engine, begin="BEGIN IMMEDIATE")
-            _sqlite_setup(self.read_engine, begin="BEGIN")
+            sync_url = parsed.set(drivername="sqlite+pysqlite")
+            self.sync_engine = create_engine(sync_url, pool_size=1, max_overflow=0)
+            # Readers never wait for a pooled connection (that would block the event loop).
+            self.sync_read_engine = create_engine(sync_url, pool_size=8, max_overflow=-1)
+            _sqlite_setup(self.write_engine.sync_engine, begin="BEGIN IMMEDIATE")
+            _sqlite_setup(self.read_engine.sync_engine, begin="BEGIN")
+            _sqlite_setup(self.sync_engine, begin="BEGIN IMMEDIATE")
+            _sqlite_setup(self.sync_read_engine, begin="BEGIN")
         else:
             connect_args: dict[str, Any] = {}
             if schema:
@@ -48,20 +85,39 @@ class Database:
                 pool_pre_ping=True,
             )
             self.read_engine = self.write_engine
+        _count_writes(self.sync_engine if self.sync_engine is not None else self.write_engine.sync_engine)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
-        async with self.write_engine.begin() as conn:
-            yield conn
+        """A write transaction: committed when the block ends, rolled back if it raises."""
+        if self.sync_engine is None:
+            async with self.write_engine.begin() as conn:
+                yield conn
+            return
+        async with self._write_lock:
+            with self._sync_transaction() as adapter:
+                # The adapter offers the subset of AsyncConnection that actions use (execute).
+                yield cast(AsyncConnection, adapter)
+
+    @contextmanager
+    def _sync_transaction(self) -> Iterator[SyncConnectionAdapter]:
+        assert self.sync_engine is not None
+        with self.sync_engine.begin() as conn:
+            yield SyncConnectionAdapter(conn)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        async with self.read_engine.connect() as conn, conn.begin():
-            yield conn
+        """A read transaction: one consistent snapshot."""
+        if self.sync_read_engine is None:
+            async with self.read_engine.connect() as conn, conn.begin():
+                yield conn
+            return
+        with self.sync_read_engine.connect() as sync_conn, sync_conn.begin():
+            yield cast(AsyncConnection, SyncConnectionAdapter(sync_conn))
 
     async def ping(self) -> bool:
         try:
-            async with self.read_engine.connect() as conn:
+            async with self.read() as conn:
                 await conn.execute(text("SELECT 1"))
             return True
         except Exception:  # any failure means "not healthy"; the caller reports it
@@ -72,10 +128,14 @@ class Database:
         await self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             await self.read_engine.dispose()
+        if self.sync_engine is not None:
+            self.sync_engine.dispose()
+        if self.sync_read_engine is not None:
+            self.sync_read_engine.dispose()
 
 
-def _sqlite_setup(engine: AsyncEngine, *, begin: str) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def _sqlite_setup(engine: Engine, *, begin: str) -> None:
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control from the driver, so BEGIN is ours to emit.
         dbapi_connection.isolation_level = None
@@ -84,10 +144,17 @@ def _sqlite_setup(engine: AsyncEngine, *, begin: str) -> None:
         # NORMAL in WAL mode: a commit survives a crash of this process (kill -9); only an
         # operating-system crash or power loss may lose the last transactions.
         cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA busy_timeout=10000")
         cursor.execute("PRAGMA cache_size=-16000")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql(begin)
+
+
+def _count_writes(engine: Engine) -> None:
+    @event.listens_for(engine, "before_cursor_execute")
+    def _before(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if not statement.lstrip()[:9].upper().startswith(_READ_ONLY_PREFIXES):
+            conn.info[WRITES_KEY] = conn.info.get(WRITES_KEY, 0) + 1

@@ -6,11 +6,29 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Row, and_, select
+from sqlalchemy import Row, and_, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clawlist.core import redaction
 from clawlist.storage.tables import current_state, events, memberships, rooms
+
+# Hot-path queries, built once: executing a prebuilt statement skips rebuilding the expression.
+_EVENT_BY_ID = select(events).where(events.c.event_id == bindparam("event_id"))
+_STATE_CONTENT = (
+    select(events.c.content, events.c.type, events.c.redacted_by)
+    .select_from(current_state.join(events, events.c.event_id == current_state.c.event_id))
+    .where(
+        and_(
+            current_state.c.room_id == bindparam("room_id"),
+            current_state.c.type == bindparam("type"),
+            current_state.c.state_key == bindparam("state_key"),
+        )
+    )
+)
+_MEMBERSHIP = select(memberships.c.membership).where(
+    and_(memberships.c.room_id == bindparam("room_id"), memberships.c.user_id == bindparam("user_id"))
+)
+_ROOM_BY_ID = select(rooms).where(rooms.c.room_id == bindparam("room_id"))
 
 
 @dataclass(slots=True)
@@ -80,7 +98,9 @@ def event_from_row(row: Row[Any]) -> StoredEvent:
 
 
 async def get_event(conn: AsyncConnection, event_id: str) -> StoredEvent | None:
-    row = (await conn.execute(select(events).where(events.c.event_id == event_id))).first()
+    if not isinstance(event_id, str) or "\x00" in event_id:
+        return None  # no event id holds NUL, and PostgreSQL cannot even compare one
+    row = (await conn.execute(_EVENT_BY_ID, {"event_id": event_id})).first()
     return event_from_row(row) if row else None
 
 
@@ -88,17 +108,7 @@ async def state_content(
     conn: AsyncConnection, room_id: str, event_type: str, state_key: str = ""
 ) -> dict[str, Any] | None:
     row = (
-        await conn.execute(
-            select(events.c.content, events.c.type, events.c.redacted_by)
-            .select_from(current_state.join(events, events.c.event_id == current_state.c.event_id))
-            .where(
-                and_(
-                    current_state.c.room_id == room_id,
-                    current_state.c.type == event_type,
-                    current_state.c.state_key == state_key,
-                )
-            )
-        )
+        await conn.execute(_STATE_CONTENT, {"room_id": room_id, "type": event_type, "state_key": state_key})
     ).first()
     if row is None:
         return None
@@ -121,15 +131,9 @@ async def room_state_events(conn: AsyncConnection, room_id: str) -> list[StoredE
 
 
 async def membership_of(conn: AsyncConnection, room_id: str, user_id: str) -> str | None:
-    row = (
-        await conn.execute(
-            select(memberships.c.membership).where(
-                and_(memberships.c.room_id == room_id, memberships.c.user_id == user_id)
-            )
-        )
-    ).first()
+    row = (await conn.execute(_MEMBERSHIP, {"room_id": room_id, "user_id": user_id})).first()
     return str(row.membership) if row else None
 
 
 async def room_row(conn: AsyncConnection, room_id: str) -> Row[Any] | None:
-    return (await conn.execute(select(rooms).where(rooms.c.room_id == room_id))).first()
+    return (await conn.execute(_ROOM_BY_ID, {"room_id": room_id})).first()

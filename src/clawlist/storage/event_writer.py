@@ -17,22 +17,33 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import orjson
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clawlist.core import events as ev
 from clawlist.core.canonical import canonical_json, compute_event_id
 from clawlist.core.clock import Clock
 from clawlist.core.errors import ClawlistError, too_large
-from clawlist.storage.database import Database
+from clawlist.storage import event_store
+from clawlist.storage.database import WRITES_KEY, Database
 from clawlist.storage.event_store import StoredEvent
 from clawlist.storage.tables import current_state, events, memberships, rooms, stream_counter, transactions
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+# Built once: executing a prebuilt statement with bound parameters hits the compiled cache.
+_INSERT_EVENT = events.insert()
+_INSERT_TXN = transactions.insert()
+_COUNTER = select(stream_counter.c.position).where(stream_counter.c.id == 1)
+_COUNTER_FOR_UPDATE = _COUNTER.with_for_update()
+_ROOM_CURSOR = select(rooms.c.depth, rooms.c.state_position).where(rooms.c.room_id == bindparam("room_id"))
+_UPDATE_ROOM_CURSOR = update(rooms).where(rooms.c.room_id == bindparam("b_room_id"))
+STATE_CACHE_ROOMS = 10_000
 
 
 @dataclass(slots=True)
@@ -46,15 +57,38 @@ class NewEvent:
     txn_id: str | None = None
 
 
+@dataclass
+class _RoomCursor:
+    """A room's depth and state version as this transaction sees them."""
+
+    depth: int
+    state_position: int
+    state_changed: bool = False
+
+
+@dataclass
+class RoomStateCache:
+    """Memberships and state contents of one room, valid while its `state_position` is unchanged.
+
+    Filled only from committed state (never from a transaction that changed the room's state), and
+    checked against the database's `rooms.state_position` once per batch, so it is safe across
+    processes: any state change anywhere bumps that column.
+    """
+
+    state_position: int
+    members: dict[str, str | None] = field(default_factory=dict)
+    contents: dict[tuple[str, str], dict[str, Any] | None] = field(default_factory=dict)
+
+
 class WriteTx:
-    """What an operation sees: the connection, and `append` to add an event to a room."""
+    """What an operation sees: the connection, cached state reads, and `append` to add an event."""
 
     def __init__(self, writer: EventWriter, conn: AsyncConnection) -> None:
         self._writer = writer
         self.conn = conn
         self.appended: list[StoredEvent] = []
         self._next_position: int | None = None
-        self._depths: dict[str, int] = {}
+        self._rooms: dict[str, _RoomCursor] = {}
         self._counter_start: int | None = None
 
     @property
@@ -64,33 +98,74 @@ class WriteTx:
     def now_ms(self) -> int:
         return self._writer.clock.now_ms()
 
-    def _checkpoint(self) -> tuple[int | None, dict[str, int], int]:
-        return self._next_position, dict(self._depths), len(self.appended)
+    def _checkpoint(self) -> tuple[int | None, dict[str, _RoomCursor], int]:
+        rooms_copy = {
+            k: _RoomCursor(v.depth, v.state_position, v.state_changed) for k, v in self._rooms.items()
+        }
+        return self._next_position, rooms_copy, len(self.appended)
 
-    def _restore(self, saved: tuple[int | None, dict[str, int], int]) -> None:
-        self._next_position, self._depths, n = saved
+    def _restore(self, saved: tuple[int | None, dict[str, _RoomCursor], int]) -> None:
+        self._next_position, self._rooms, n = saved
         del self.appended[n:]
+
+    async def _lock_counter(self) -> None:
+        """Take the global write lock (PostgreSQL: the counter row) before any operation reads.
+
+        Every read an operation makes after this sees all committed writes of every process, and no
+        other process can write events until this transaction ends: checks and writes are atomic.
+        """
+        query = _COUNTER if self.is_sqlite else _COUNTER_FOR_UPDATE
+        current = (await self.conn.execute(query)).scalar_one()
+        self._counter_start = current
+        self._next_position = current + 1
 
     async def _allocate_position(self) -> int:
         if self._next_position is None:
-            query = select(stream_counter.c.position).where(stream_counter.c.id == 1)
-            if not self.is_sqlite:
-                query = query.with_for_update()
-            current = (await self.conn.execute(query)).scalar_one()
-            self._counter_start = current
-            self._next_position = current + 1
+            await self._lock_counter()
+        assert self._next_position is not None
         position = self._next_position
         self._next_position += 1
         return position
 
-    async def _next_depth(self, room_id: str) -> int:
-        if room_id not in self._depths:
-            depth = (
-                await self.conn.execute(select(rooms.c.depth).where(rooms.c.room_id == room_id))
-            ).scalar()
-            self._depths[room_id] = int(depth or 0)
-        self._depths[room_id] += 1
-        return self._depths[room_id]
+    async def _room(self, room_id: str) -> _RoomCursor:
+        cursor = self._rooms.get(room_id)
+        if cursor is None:
+            row = (await self.conn.execute(_ROOM_CURSOR, {"room_id": room_id})).first()
+            cursor = _RoomCursor(int(row.depth), int(row.state_position)) if row else _RoomCursor(0, 0)
+            self._rooms[room_id] = cursor
+        return cursor
+
+    async def _cache_for(self, room_id: str) -> RoomStateCache | None:
+        """The room's cache if it may be used now, else None (and reads go to the database)."""
+        cursor = await self._room(room_id)
+        if cursor.state_changed:
+            return None
+        cache = self._writer.state_cache.get(room_id)
+        if cache is None or cache.state_position != cursor.state_position:
+            cache = RoomStateCache(cursor.state_position)
+            self._writer.remember_room(room_id, cache)
+        return cache
+
+    async def membership_of(self, room_id: str, user_id: str) -> str | None:
+        cache = await self._cache_for(room_id)
+        if cache is not None and user_id in cache.members:
+            return cache.members[user_id]
+        value = await event_store.membership_of(self.conn, room_id, user_id)
+        if cache is not None:
+            cache.members[user_id] = value
+        return value
+
+    async def state_content(
+        self, room_id: str, event_type: str, state_key: str = ""
+    ) -> dict[str, Any] | None:
+        cache = await self._cache_for(room_id)
+        key = (event_type, state_key)
+        if cache is not None and key in cache.contents:
+            return cache.contents[key]
+        value = await event_store.state_content(self.conn, room_id, event_type, state_key)
+        if cache is not None:
+            cache.contents[key] = value
+        return value
 
     async def append(self, new: NewEvent) -> StoredEvent:
         content_bytes = canonical_json(new.content)
@@ -99,7 +174,13 @@ class WriteTx:
                 f"event content is {len(content_bytes)} bytes; the limit is {self._writer.max_event_bytes}"
             )
         position = await self._allocate_position()
-        depth = await self._next_depth(new.room_id)
+        room = await self._room(new.room_id)
+        room.depth += 1
+        depth = room.depth
+        if new.state_key is not None or new.type == ev.REDACTION:
+            # A redaction may strip a state event's content: count it as a state change too.
+            room.state_position = position
+            room.state_changed = True
         ts = self.now_ms()
         hashed: dict[str, Any] = {
             "type": new.type,
@@ -116,21 +197,23 @@ class WriteTx:
         if new.type == ev.REDACTION and isinstance(new.content.get("redacts"), str):
             relates_to, rel_type = new.content["redacts"], "m.redaction"
         await self.conn.execute(
-            events.insert().values(
-                position=position,
-                event_id=event_id,
-                room_id=new.room_id,
-                type=new.type,
-                state_key=new.state_key,
-                sender=new.sender,
-                origin_server_ts=ts,
-                depth=depth,
-                content=content_bytes.decode("utf-8"),
-                relates_to=relates_to,
-                rel_type=rel_type,
-                session_id=new.session_id,
-                txn_id=new.txn_id,
-            )
+            _INSERT_EVENT,
+            {
+                "position": position,
+                "event_id": event_id,
+                "room_id": new.room_id,
+                "type": new.type,
+                "state_key": new.state_key,
+                "sender": new.sender,
+                "origin_server_ts": ts,
+                "depth": depth,
+                "content": content_bytes.decode("utf-8"),
+                "relates_to": relates_to,
+                "rel_type": rel_type,
+                "redacted_by": None,
+                "session_id": new.session_id,
+                "txn_id": new.txn_id,
+            },
         )
         if new.state_key is not None:
             await self._upsert(
@@ -158,14 +241,15 @@ class WriteTx:
                 )
         if new.txn_id is not None and new.session_id is not None:
             await self.conn.execute(
-                transactions.insert().values(
-                    sender=new.sender,
-                    session_id=new.session_id,
-                    txn_id=new.txn_id,
-                    event_id=event_id,
-                    room_id=new.room_id,
-                    created_ts=ts,
-                )
+                _INSERT_TXN,
+                {
+                    "sender": new.sender,
+                    "session_id": new.session_id,
+                    "txn_id": new.txn_id,
+                    "event_id": event_id,
+                    "room_id": new.room_id,
+                    "created_ts": ts,
+                },
             )
         stored = StoredEvent(
             position=position,
@@ -200,8 +284,11 @@ class WriteTx:
                 .where(stream_counter.c.id == 1)
                 .values(position=self._next_position - 1)
             )
-        for room_id, depth in self._depths.items():
-            await self.conn.execute(update(rooms).where(rooms.c.room_id == room_id).values(depth=depth))
+        for room_id, room in self._rooms.items():
+            await self.conn.execute(
+                _UPDATE_ROOM_CURSOR,
+                {"b_room_id": room_id, "depth": room.depth, "state_position": room.state_position},
+            )
 
 
 @dataclass
@@ -231,6 +318,12 @@ class EventWriter:
         self._queue: asyncio.Queue[_Job[Any]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.last_position = 0
+        self.state_cache: dict[str, RoomStateCache] = {}
+
+    def remember_room(self, room_id: str, cache: RoomStateCache) -> None:
+        if len(self.state_cache) >= STATE_CACHE_ROOMS:
+            self.state_cache.clear()
+        self.state_cache[room_id] = cache
 
     async def start(self) -> None:
         async with self.db.read() as conn:
@@ -279,25 +372,17 @@ class EventWriter:
                         j.future.set_exception(exc)
 
     async def _commit_batch(self, batch: list[_Job[Any]]) -> None:
-        results: list[tuple[_Job[Any], bool, Any]] = []
-        async with self.db.write() as conn:
-            tx = WriteTx(self, conn)
-            for job in batch:
-                saved = tx._checkpoint()
-                try:
-                    async with conn.begin_nested():
-                        value = await job.op(tx)
-                    results.append((job, True, value))
-                    job.appended = tx.appended[saved[2] :]
-                except ClawlistError as exc:
-                    tx._restore(saved)
-                    results.append((job, False, exc))
-                except Exception as exc:
-                    tx._restore(saved)
-                    if not isinstance(exc, ClawlistError):
-                        log.exception("write operation failed")
-                    results.append((job, False, exc))
-            await tx._finish()
+        """Run the batch in one transaction; if an operation fails after it wrote, roll the whole
+        transaction back and run each operation alone instead (the rare path)."""
+        try:
+            results = await self._run_in_one_transaction(batch)
+        except _BatchAborted as aborted:
+            if len(batch) == 1:
+                results = [(batch[0], False, aborted.error)]
+            else:
+                for job in batch:
+                    await self._commit_batch([job])
+                return
         appended = [e for j, ok, _ in results if ok for e in j.appended]
         if appended:
             self.last_position = max(self.last_position, appended[-1].position)
@@ -313,6 +398,37 @@ class EventWriter:
                 job.future.set_result(value)
             else:
                 job.future.set_exception(value)
+
+    async def _run_in_one_transaction(self, batch: list[_Job[Any]]) -> list[tuple[_Job[Any], bool, Any]]:
+        results: list[tuple[_Job[Any], bool, Any]] = []
+        async with self.db.write() as conn:
+            tx = WriteTx(self, conn)
+            await tx._lock_counter()
+            for job in batch:
+                saved = tx._checkpoint()
+                writes_before = conn.info.get(WRITES_KEY, 0)
+                try:
+                    value = await job.op(tx)
+                except Exception as exc:
+                    # An operation that failed before writing anything is simply dropped; one that
+                    # failed after writing (or hit a database error) spoils the transaction.
+                    if isinstance(exc, DBAPIError) or conn.info.get(WRITES_KEY, 0) != writes_before:
+                        raise _BatchAborted(exc) from exc
+                    if not isinstance(exc, ClawlistError):
+                        log.exception("write operation failed")
+                    tx._restore(saved)
+                    results.append((job, False, exc))
+                    continue
+                job.appended = tx.appended[saved[2] :]
+                results.append((job, True, value))
+            await tx._finish()
+        return results
+
+
+class _BatchAborted(Exception):
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 def dumps(value: Any) -> str:

@@ -167,6 +167,8 @@ rooms = Table(
     Column("is_direct", Boolean, nullable=False),
     Column("dm_key", String(600), nullable=True, unique=True),
     Column("depth", BigInteger, nullable=False),
+    # Position of the room's latest state change (or redaction): the version of its state.
+    Column("state_position", BigInteger, nullable=False, default=0, server_default="0"),
     Column("created_ts", BigInteger, nullable=False),
 )
 

@@ -172,6 +172,7 @@ def upgrade() -> None:
         sa.Column("is_direct", sa.Boolean(), nullable=False),
         sa.Column("dm_key", sa.String(length=600), nullable=True),
         sa.Column("depth", sa.BigInteger(), nullable=False),
+        sa.Column("state_position", sa.BigInteger(), nullable=False, server_default="0"),
         sa.Column("created_ts", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("room_id", name=op.f("pk_rooms")),
         sa.UniqueConstraint("dm_key", name=op.f("uq_rooms_dm_key")),
