@@ -20,7 +20,7 @@ from clawlist.core import events as ev
 from clawlist.core import power, redaction
 from clawlist.core.canonical import canonical_json
 from clawlist.core.errors import ClawlistError, bad_request, forbidden, not_found
-from clawlist.storage.event_store import get_event, state_content
+from clawlist.storage.event_store import state_content
 from clawlist.storage.event_writer import NewEvent, WriteTx
 from clawlist.storage.tables import events, transactions
 
@@ -81,11 +81,11 @@ async def send_event(
 
     async def op(tx: WriteTx) -> str:
         # The retransmission check runs inside the write, where it is authoritative.
-        again = await _txn_event(tx.conn, sender, actor.session_id, txn_id)
+        again = await tx.find_txn(sender, actor.session_id, txn_id)
         if again is not None:
             return _same_txn(again, room_id)
         await require_can_send(tx, room_id, sender, event_type, is_state=False)
-        await _check_relation(tx.conn, room_id, sender, event_type, content)
+        await _check_relation(tx, room_id, sender, event_type, content)
         stored = await tx.append(
             NewEvent(
                 room_id=room_id,
@@ -117,14 +117,16 @@ def _same_txn(seen: tuple[str, str], room_id: str) -> str:
 
 
 async def _check_relation(
-    conn: AsyncConnection, room_id: str, sender: str, event_type: str, content: dict[str, Any]
+    tx: WriteTx, room_id: str, sender: str, event_type: str, content: dict[str, Any]
 ) -> None:
     target_id, rel_type = ev.relation_of(content)
     if target_id is None:
         if event_type == ev.REACTION:
             raise bad_request("a reaction needs m.relates_to with rel_type m.annotation", "M_BAD_JSON")
         return
-    target = await get_event(conn, target_id)
+    await tx.flush_pending()  # the checks below read the events table directly
+    conn = tx.conn
+    target = await tx.get_event(target_id)
     if target is None or target.room_id != room_id:
         raise not_found(f"no event {target_id} in this room")
     if rel_type == "m.replace":
@@ -229,11 +231,11 @@ async def redact(
         return _same_txn(seen, room_id)
 
     async def op(tx: WriteTx) -> str:
-        again = await _txn_event(tx.conn, sender, actor.session_id, txn_id)
+        again = await tx.find_txn(sender, actor.session_id, txn_id)
         if again is not None:
             return _same_txn(again, room_id)
         await require_can_send(tx, room_id, sender, ev.REDACTION, is_state=False)
-        target = await get_event(tx.conn, event_id)
+        target = await tx.get_event(event_id)
         if target is None or target.room_id != room_id:
             raise not_found(f"no event {event_id} in this room")
         if target.sender != sender:

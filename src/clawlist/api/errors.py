@@ -41,7 +41,7 @@ def _describe(errors: list[Any]) -> tuple[str, str]:
     where = ".".join(loc)
     if kind == "json_invalid":
         return "M_NOT_JSON", "request body is not valid JSON"
-    if kind in ("model_attributes_type", "dict_type") and not loc:
+    if kind in ("model_attributes_type", "dict_type", "model_type") and not loc:
         return "M_BAD_JSON", "request body must be a JSON object"
     if kind == "missing" and not loc:
         return "M_NOT_JSON", "request body is required"

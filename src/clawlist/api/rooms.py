@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from clawlist.actions import directory, dms, history, messages, rooms
 from clawlist.actions.rooms import RoomSpec
-from clawlist.api.deps import ActorDep, ServicesDep
+from clawlist.api.deps import ActorDep, ServicesDep, get_actor, get_services, parse_body
 
 router = APIRouter(prefix="/api/v1")
 
@@ -208,9 +208,23 @@ async def get_messages(
     return out
 
 
-@router.post("/rooms/{room}/messages", tags=["messages"], summary="Send a message (idempotent per txn_id)")
-async def send_message(room: str, body: MessageSend, svc: ServicesDep, actor: ActorDep) -> dict[str, Any]:
-    extra = dict(body.model_extra or {})
+@router.post(
+    "/rooms/{room}/messages",
+    tags=["messages"],
+    summary="Send a message (idempotent per txn_id)",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": MessageSend.model_json_schema()}},
+        }
+    },
+)
+async def send_message(room: str, request: Request) -> dict[str, Any]:
+    """The busiest route, so it skips FastAPI's dependency machinery: it authenticates and
+    validates the body (with the same model the schema documents) itself."""
+    svc = await get_services(request)
+    actor = await get_actor(request, svc)
+    body = parse_body(MessageSend, await request.body())
     event_id = await messages.send_message(
         svc,
         actor,
@@ -220,7 +234,7 @@ async def send_message(room: str, body: MessageSend, svc: ServicesDep, actor: Ac
         msgtype=body.msgtype,
         reply_to=body.reply_to,
         edit_of=body.edit_of,
-        extra=extra,
+        extra=dict(body.model_extra or {}),
     )
     return {"event_id": event_id}
 

@@ -39,6 +39,11 @@ T = TypeVar("T")
 # Built once: executing a prebuilt statement with bound parameters hits the compiled cache.
 _INSERT_EVENT = events.insert()
 _INSERT_TXN = transactions.insert()
+_TXN_LOOKUP = select(transactions.c.event_id, transactions.c.room_id).where(
+    (transactions.c.sender == bindparam("sender"))
+    & (transactions.c.session_id == bindparam("session_id"))
+    & (transactions.c.txn_id == bindparam("txn_id"))
+)
 _COUNTER = select(stream_counter.c.position).where(stream_counter.c.id == 1)
 _COUNTER_FOR_UPDATE = _COUNTER.with_for_update()
 _ROOM_CURSOR = select(rooms.c.depth, rooms.c.state_position).where(rooms.c.room_id == bindparam("room_id"))
@@ -67,6 +72,15 @@ class _RoomCursor:
 
 
 @dataclass
+class _Checkpoint:
+    next_position: int | None
+    rooms: dict[str, _RoomCursor]
+    appended: int
+    pending_events: int
+    pending_txns: int
+
+
+@dataclass
 class RoomStateCache:
     """Memberships and state contents of one room, valid while its `state_position` is unchanged.
 
@@ -90,6 +104,11 @@ class WriteTx:
         self._next_position: int | None = None
         self._rooms: dict[str, _RoomCursor] = {}
         self._counter_start: int | None = None
+        # Rows of non-state events and their transaction ids, written with one executemany at the
+        # end of the batch (or earlier, the moment anything needs to read or change them).
+        self._pending_events: list[dict[str, Any]] = []
+        self._pending_txns: list[dict[str, Any]] = []
+        self._pending_ids: set[str] = set()
 
     @property
     def is_sqlite(self) -> bool:
@@ -98,15 +117,51 @@ class WriteTx:
     def now_ms(self) -> int:
         return self._writer.clock.now_ms()
 
-    def _checkpoint(self) -> tuple[int | None, dict[str, _RoomCursor], int]:
+    def _checkpoint(self) -> _Checkpoint:
         rooms_copy = {
             k: _RoomCursor(v.depth, v.state_position, v.state_changed) for k, v in self._rooms.items()
         }
-        return self._next_position, rooms_copy, len(self.appended)
+        return _Checkpoint(
+            self._next_position,
+            rooms_copy,
+            len(self.appended),
+            len(self._pending_events),
+            len(self._pending_txns),
+        )
 
-    def _restore(self, saved: tuple[int | None, dict[str, _RoomCursor], int]) -> None:
-        self._next_position, self._rooms, n = saved
-        del self.appended[n:]
+    def _restore(self, saved: _Checkpoint) -> None:
+        self._next_position, self._rooms = saved.next_position, saved.rooms
+        del self.appended[saved.appended :]
+        del self._pending_events[saved.pending_events :]
+        del self._pending_txns[saved.pending_txns :]
+        self._pending_ids = {row["event_id"] for row in self._pending_events}
+
+    async def flush_pending(self) -> None:
+        """Write the buffered rows now. Call before reading or changing the events table directly."""
+        if self._pending_events:
+            await self.conn.execute(_INSERT_EVENT, self._pending_events)
+            self._pending_events = []
+            self._pending_ids = set()
+        if self._pending_txns:
+            await self.conn.execute(_INSERT_TXN, self._pending_txns)
+            self._pending_txns = []
+
+    async def find_txn(self, sender: str, session_id: str, txn_id: str) -> tuple[str, str] | None:
+        """(event id, room id) of an earlier send with this transaction id, if any."""
+        for row in self._pending_txns:
+            if row["txn_id"] == txn_id and row["sender"] == sender and row["session_id"] == session_id:
+                return str(row["event_id"]), str(row["room_id"])
+        found = (
+            await self.conn.execute(
+                _TXN_LOOKUP, {"sender": sender, "session_id": session_id, "txn_id": txn_id}
+            )
+        ).first()
+        return (str(found.event_id), str(found.room_id)) if found else None
+
+    async def get_event(self, event_id: str) -> StoredEvent | None:
+        if event_id in self._pending_ids:
+            await self.flush_pending()
+        return await event_store.get_event(self.conn, event_id)
 
     async def _lock_counter(self) -> None:
         """Take the global write lock (PostgreSQL: the counter row) before any operation reads.
@@ -196,25 +251,28 @@ class WriteTx:
         relates_to, rel_type = ev.relation_of(new.content)
         if new.type == ev.REDACTION and isinstance(new.content.get("redacts"), str):
             relates_to, rel_type = new.content["redacts"], "m.redaction"
-        await self.conn.execute(
-            _INSERT_EVENT,
-            {
-                "position": position,
-                "event_id": event_id,
-                "room_id": new.room_id,
-                "type": new.type,
-                "state_key": new.state_key,
-                "sender": new.sender,
-                "origin_server_ts": ts,
-                "depth": depth,
-                "content": content_bytes.decode("utf-8"),
-                "relates_to": relates_to,
-                "rel_type": rel_type,
-                "redacted_by": None,
-                "session_id": new.session_id,
-                "txn_id": new.txn_id,
-            },
-        )
+        row = {
+            "position": position,
+            "event_id": event_id,
+            "room_id": new.room_id,
+            "type": new.type,
+            "state_key": new.state_key,
+            "sender": new.sender,
+            "origin_server_ts": ts,
+            "depth": depth,
+            "content": content_bytes.decode("utf-8"),
+            "relates_to": relates_to,
+            "rel_type": rel_type,
+            "redacted_by": None,
+            "session_id": new.session_id,
+            "txn_id": new.txn_id,
+        }
+        if new.state_key is None:
+            self._pending_events.append(row)
+            self._pending_ids.add(event_id)
+        else:
+            # State rows go in at once: state reads join current_state with events.
+            await self.conn.execute(_INSERT_EVENT, row)
         if new.state_key is not None:
             await self._upsert(
                 current_state,
@@ -240,8 +298,7 @@ class WriteTx:
                     ["room_id", "user_id"],
                 )
         if new.txn_id is not None and new.session_id is not None:
-            await self.conn.execute(
-                _INSERT_TXN,
+            self._pending_txns.append(
                 {
                     "sender": new.sender,
                     "session_id": new.session_id,
@@ -249,7 +306,7 @@ class WriteTx:
                     "event_id": event_id,
                     "room_id": new.room_id,
                     "created_ts": ts,
-                },
+                }
             )
         stored = StoredEvent(
             position=position,
@@ -278,6 +335,7 @@ class WriteTx:
         await self.conn.execute(stmt)
 
     async def _finish(self) -> None:
+        await self.flush_pending()
         if self._next_position is not None and self._counter_start is not None:
             await self.conn.execute(
                 update(stream_counter)
@@ -419,7 +477,7 @@ class EventWriter:
                     tx._restore(saved)
                     results.append((job, False, exc))
                     continue
-                job.appended = tx.appended[saved[2] :]
+                job.appended = tx.appended[saved.appended :]
                 results.append((job, True, value))
             await tx._finish()
         return results
