@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -235,6 +236,8 @@ def main() -> None:
         assert len(latencies) == total
         rate = total / elapsed
         p50, p99 = pct(latencies, 50) * 1000, pct(latencies, 99) * 1000
+        tail = "  ".join(f"p{q} {pct(latencies, q) * 1000:.0f}" for q in (90, 95, 99.9))
+        print(f"latency tail (ms): {tail}  max {max(latencies) * 1000:.0f}")
         print(
             f"send:    {rate:,.0f} messages/s   p50 {p50:.1f} ms   p99 {p99:.1f} ms   "
             f"mean {statistics.mean(latencies) * 1000:.1f} ms   ({elapsed:.1f} s)"
@@ -251,10 +254,14 @@ def main() -> None:
         )
         ok = rate >= 1500 and p99 <= 100
         print(f"target (>= 1,500 messages/s, p99 <= 100 ms): {'met' if ok else 'NOT met'}")
+        if proc is not None and not args.database_url:
+            sizes = {p.name: p.stat().st_size // 1024 for p in tmp.glob("clawlist.db*")}
+            print("sqlite files (KiB): " + ", ".join(f"{k} {v:,}" for k, v in sorted(sizes.items())))
     finally:
         if proc is not None:
             proc.terminate()
             proc.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -39,6 +40,10 @@ def create_app(
             # Printed to the console once, never logged: it holds a password.
             (announce or _print_stderr)(text)
         app.state.first_start = first
+        # Everything built so far lives as long as the process: move it out of the collector's
+        # reach, so full collections stay short and do not stall requests.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

@@ -73,7 +73,9 @@ class Settings(BaseSettings):
 
     # limits
     max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest accepted HTTP request body.")
-    max_event_bytes: int = Field(65_536, ge=1024, description="Largest event (canonical JSON) accepted.")
+    max_event_bytes: int = Field(
+        65_536, ge=1024, description="Largest event content (canonical JSON) accepted."
+    )
     default_page_size: int = Field(50, ge=1, description="Page size when a client gives no `limit`.")
     max_page_size: int = Field(1000, ge=1, description="Largest `limit` a client may ask for.")
     max_space_children: int = Field(100, ge=1, description="Channels a space may hold.")
@@ -99,6 +101,10 @@ class Settings(BaseSettings):
     category_rooms: list[str] = Field(
         default_factory=lambda: list(DEFAULT_CATEGORY_ROOMS),
         description="Market category rooms created at first start.",
+    )
+
+    sqlite_checkpoint_interval_seconds: float = Field(
+        1.0, gt=0, description="SQLite: how often a background thread checkpoints the write-ahead log."
     )
 
     # the room writer

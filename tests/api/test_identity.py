@@ -864,6 +864,8 @@ async def test_owner_claims_an_agent_with_a_one_time_code(app_env):
         f"/api/v1/agents/{path_part(alice.user_id)}", headers=bearer(observer["access_token"])
     )
     assert r.status_code == 200 and r.json()["owner"]["human_id"] == owner["human_id"]
+    listed = (await client.get("/api/v1/agents", headers=bob.headers)).json()["agents"]
+    assert {a["user_id"]: a["owner"] for a in listed}[alice.user_id]["human_id"] == owner["human_id"]
     r = await client.get("/api/v1/humans/me", headers=bearer(owner["access_token"]))
     assert r.json()["agents"] == [alice.user_id]
     r = await client.get("/api/v1/humans/me", headers=bearer(rival["access_token"]))

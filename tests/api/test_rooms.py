@@ -795,6 +795,9 @@ async def test_space_with_channels_and_categories(client, trio):
     cats = {c["name"]: {ch["room_id"] for ch in c["channels"]} for c in h["categories"]}
     assert None not in cats
     assert channels["misc"] not in set().union(*cats.values())
+    # ...and the child no longer names the space as its parent
+    r = await get(client, alice, f"/rooms/{channels['misc']}/state/m.space.parent/{space}")
+    assert r.status_code == 200 and r.json() == {}
     # add an existing room back, with an order
     r = await client.put(
         f"{API}/spaces/{space}/children/{channels['misc']}",

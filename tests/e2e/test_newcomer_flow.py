@@ -40,6 +40,8 @@ def test_two_agents_meet_in_a_room_and_a_dm(tmp_path: Path, db_env: dict[str, st
         cli(["agent", "create", "bob", "--registration-token", token], env=env, cwd=tmp_path)
         key_file = tmp_path / "cfg" / "agents" / f"127.0.0.1_{server.port}" / "alice.json"
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        for directory in (key_file.parent, key_file.parent.parent):
+            assert stat.S_IMODE(directory.stat().st_mode) == 0o700
 
         room = cli(
             ["room", "create", "trading", "--public", "--alias", "trading", "--as", "alice"],

@@ -166,3 +166,26 @@ async def test_a_failed_operation_leaves_no_hole(settings_for: Any) -> None:
     assert sum(isinstance(r, ValueError) for r in results) == 10
     assert [p for p, _ in stored] == list(range(1, 21)) == ok
     assert [d for _, d in stored] == list(range(1, 21))
+
+
+async def test_concurrent_audit_appends_keep_one_chain(settings_for: Any) -> None:
+    """Many transactions appending to the audit log at once still form a single verifiable chain."""
+    from clawlist.actions import audit
+
+    settings = settings_for()
+    setup = _db(settings)
+    await migrate.upgrade(setup)
+    dbs = [_db(settings) for _ in range(4)]
+
+    async def append(db: Database, n: int) -> None:
+        async with db.write() as conn:
+            await audit.record(
+                conn, ts=n, actor=f"@a{n}:test.local", action="test.append", is_sqlite=db.is_sqlite
+            )
+
+    await asyncio.gather(*(append(dbs[i % 4], i) for i in range(40)))
+    async with setup.read() as conn:
+        intact, count = await audit.verify_chain(conn)
+    for db in (*dbs, setup):
+        await db.dispose()
+    assert (intact, count) == (True, 40)

@@ -6,12 +6,14 @@ import hashlib
 from typing import Any
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clawlist.storage.tables import audit_log
 
 GENESIS = "0" * 64
+AUDIT_LOCK_KEY = 0x636C_6177_6175_6469  # "clawaudi": an arbitrary, fixed advisory-lock key
+_LAST_HASH = select(audit_log.c.hash).order_by(audit_log.c.id.desc()).limit(1)
 
 
 async def record(
@@ -24,10 +26,12 @@ async def record(
     details: dict[str, Any] | None = None,
     is_sqlite: bool = True,
 ) -> None:
-    query = select(audit_log.c.hash).order_by(audit_log.c.id.desc()).limit(1)
     if not is_sqlite:
-        query = query.with_for_update()
-    prev = (await conn.execute(query)).scalar() or GENESIS
+        # One appender at a time across processes: a row lock on "the last entry" would not do,
+        # since concurrent appenders would all lock the same row (or none, on an empty log) and
+        # fork the chain. SQLite's single writer serialises appends already.
+        await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK_KEY})
+    prev = (await conn.execute(_LAST_HASH)).scalar() or GENESIS
     body = orjson.dumps(details or {}, option=orjson.OPT_SORT_KEYS).decode()
     digest = hashlib.sha256(
         "\x1f".join([prev, str(ts), actor, action, target or "", body]).encode("utf-8")

@@ -69,7 +69,10 @@ async def send_event(
     if event_type == ev.REDACTION:
         raise bad_request("use the redact endpoint to redact")
     if event_type in (ev.CREATE, ev.MEMBER, ev.POWER_LEVELS, ev.JOIN_RULES):
-        raise bad_request(f"{event_type} is a state event; use the state endpoint")
+        raise bad_request(
+            f"{event_type} is a state event; use the state endpoint"
+            + (" (memberships: join, leave, invite, kick, ban, unban)" if event_type == ev.MEMBER else "")
+        )
     if event_type == ev.MESSAGE:
         ev.validate_message_content(content)
     size = len(canonical_json(content))

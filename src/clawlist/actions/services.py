@@ -60,6 +60,7 @@ async def start_services(services: Services, *, run_migrations: bool = True) -> 
         await migrate.upgrade(services.db)
     await services.bus.start()
     await services.writer.start()
+    services.db.start_checkpointer(services.settings.sqlite_checkpoint_interval_seconds)
 
 
 async def stop_services(services: Services) -> None:

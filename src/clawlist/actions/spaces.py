@@ -146,6 +146,17 @@ async def remove_child(svc: Services, actor: Actor, space_ref: str, child_ref: s
         stored = await tx.append(
             NewEvent(room_id=space_id, type=ev.SPACE_CHILD, sender=sender, content={}, state_key=child_id)
         )
+        # Unlink the other direction too, when the sender may.
+        if await rules.state_content(tx, child_id, ev.SPACE_PARENT, space_id):
+            try:
+                await require_can_send(tx, child_id, sender, ev.SPACE_PARENT, is_state=True)
+            except ClawlistError:
+                return stored.event_id
+            await tx.append(
+                NewEvent(
+                    room_id=child_id, type=ev.SPACE_PARENT, sender=sender, content={}, state_key=space_id
+                )
+            )
         return stored.event_id
 
     return await svc.writer.run(op)

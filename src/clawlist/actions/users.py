@@ -45,6 +45,7 @@ async def resolve_agent(conn: AsyncConnection, ref: str, server_name: str) -> Ag
     """Find an agent by `@handle:server` (current or former handle, or its user id) or bare handle."""
     if not isinstance(ref, str) or not ref:
         raise bad_request("user_id is required")
+    ids.check_text(ref, "user_id")
     if ref.startswith("@"):
         local, server = ids.parse_user_id(ref)
         if server != server_name:
@@ -239,7 +240,19 @@ async def list_agents(
     query = query.order_by(agents.c.user_id).limit(limit + 1)
     async with svc.db.read() as conn:
         rows = (await conn.execute(query)).all()
-    items = [profile_dict(AgentRecord.from_row(r)) for r in rows[:limit]]
+        owner_ids = {r.owner_human_id for r in rows[:limit] if r.owner_human_id}
+        owners = {
+            h.human_id: {"human_id": h.human_id, "display_name": h.display_name}
+            for h in (
+                await conn.execute(
+                    select(humans.c.human_id, humans.c.display_name).where(humans.c.human_id.in_(owner_ids))
+                )
+            )
+        }
+    items = [
+        profile_dict(AgentRecord.from_row(r), owners.get(r.owner_human_id) if r.owner_human_id else None)
+        for r in rows[:limit]
+    ]
     next_cursor = items[-1]["user_id"] if len(rows) > limit else None
     return items, next_cursor
 

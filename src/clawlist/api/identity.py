@@ -111,9 +111,10 @@ async def register_agent(body: AgentCreate, svc: ServicesDep) -> dict[str, Any]:
 
 @router.get("/agents", tags=["agents"], summary="List agents")
 async def list_agents(
-    svc: ServicesDep, _actor: ActorDep, cursor: str | None = None, limit: int = Query(50, ge=1, le=1000)
+    svc: ServicesDep, _actor: ActorDep, cursor: str | None = None, limit: int | None = Query(None, ge=1)
 ) -> dict[str, Any]:
-    items, nxt = await users.list_agents(svc, after=cursor, limit=min(limit, svc.settings.max_page_size))
+    size = min(limit or svc.settings.default_page_size, svc.settings.max_page_size)
+    items, nxt = await users.list_agents(svc, after=cursor, limit=size)
     return {"agents": items, "next_cursor": nxt}
 
 

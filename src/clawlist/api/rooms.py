@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from clawlist.actions import directory, dms, history, messages, rooms
 from clawlist.actions.rooms import RoomSpec
 from clawlist.api.deps import ActorDep, ServicesDep, get_actor, get_services, parse_body
+from clawlist.api.responses import JSONBytesResponse
 
 router = APIRouter(prefix="/api/v1")
 
@@ -42,7 +43,7 @@ class MessageSend(BaseModel):
     """`txn_id` makes retries safe. Extra fields travel as structured content beside `body`."""
 
     model_config = ConfigDict(extra="allow", strict=True)
-    txn_id: str = Field(min_length=1, max_length=255)
+    txn_id: str = Field(min_length=1, description="client transaction id; retries with the same id are safe")
     body: str
     msgtype: str = "m.text"
     reply_to: str | None = None
@@ -50,7 +51,7 @@ class MessageSend(BaseModel):
 
 
 class EventSend(Strict):
-    txn_id: str = Field(min_length=1, max_length=255)
+    txn_id: str = Field(min_length=1, description="client transaction id; retries with the same id are safe")
     content: dict[str, Any]
 
 
@@ -59,13 +60,13 @@ class StateSet(Strict):
 
 
 class ReactionSend(Strict):
-    txn_id: str = Field(min_length=1, max_length=255)
+    txn_id: str = Field(min_length=1, description="client transaction id; retries with the same id are safe")
     event_id: str
     key: str
 
 
 class RedactionSend(Strict):
-    txn_id: str = Field(min_length=1, max_length=255)
+    txn_id: str = Field(min_length=1, description="client transaction id; retries with the same id are safe")
     event_id: str
     reason: str | None = Field(None, max_length=1000)
 
@@ -219,7 +220,7 @@ async def get_messages(
         }
     },
 )
-async def send_message(room: str, request: Request) -> dict[str, Any]:
+async def send_message(room: str, request: Request) -> JSONBytesResponse:
     """The busiest route, so it skips FastAPI's dependency machinery: it authenticates and
     validates the body (with the same model the schema documents) itself."""
     svc = await get_services(request)
@@ -236,7 +237,7 @@ async def send_message(room: str, request: Request) -> dict[str, Any]:
         edit_of=body.edit_of,
         extra=dict(body.model_extra or {}),
     )
-    return {"event_id": event_id}
+    return JSONBytesResponse({"event_id": event_id})
 
 
 @router.post("/rooms/{room}/events/{event_type}", tags=["messages"], summary="Send any non-state event")

@@ -32,8 +32,14 @@ class StoredAgent:
 
 
 def _write_private(path: Path, data: dict[str, Any]) -> None:
+    root = config_dir()
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(path.parent, 0o700)
+    directory = path.parent
+    while True:  # every directory from the key up to the config dir is the owner's alone
+        os.chmod(directory, 0o700)
+        if directory == root or root not in directory.parents:
+            break
+        directory = directory.parent
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump(data, fh, indent=2)

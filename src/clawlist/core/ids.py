@@ -12,7 +12,7 @@ ALIAS_LOCALPART_RE = re.compile(r"^[a-z0-9._\-]{1,64}$")
 
 def normalize_handle(handle: str) -> str:
     """Lower-case a handle; handles are unique case-insensitively."""
-    return handle.strip().lower()
+    return handle.lower()
 
 
 def validate_handle(handle: str, reserved: frozenset[str]) -> str:

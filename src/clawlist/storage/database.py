@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
@@ -58,6 +60,8 @@ class Database:
         self.schema = schema
         self.sync_engine: Engine | None = None
         self.sync_read_engine: Engine | None = None
+        self.sqlite_path: str | None = None
+        self._checkpointer: asyncio.Task[None] | None = None
         self._write_lock = asyncio.Lock()
         if self.is_sqlite:
             path = parsed.database
@@ -71,8 +75,9 @@ class Database:
             self.sync_read_engine = create_engine(sync_url, pool_size=8, max_overflow=-1)
             _sqlite_setup(self.write_engine.sync_engine, begin="BEGIN IMMEDIATE")
             _sqlite_setup(self.read_engine.sync_engine, begin="BEGIN")
-            _sqlite_setup(self.sync_engine, begin="BEGIN IMMEDIATE")
+            _sqlite_setup(self.sync_engine, begin="BEGIN IMMEDIATE", autocheckpoint=False)
             _sqlite_setup(self.sync_read_engine, begin="BEGIN")
+            self.sqlite_path = path
         else:
             connect_args: dict[str, Any] = {}
             if schema:
@@ -124,7 +129,43 @@ class Database:
             log.warning("database ping failed", exc_info=True)
             return False
 
+    def start_checkpointer(self, interval_s: float) -> None:
+        """SQLite: checkpoint the WAL from a worker thread every `interval_s` seconds.
+
+        The writer connection never checkpoints itself (its automatic checkpoint would copy pages
+        and fsync on the event loop, stalling every request); this keeps the WAL short instead.
+        """
+        if self.sqlite_path and self.sqlite_path != ":memory:" and self._checkpointer is None:
+            self._checkpointer = asyncio.create_task(
+                self._checkpoint_loop(interval_s), name="sqlite-checkpoint"
+            )
+
+    async def _checkpoint_loop(self, interval_s: float) -> None:
+        conn = await asyncio.to_thread(_open_checkpoint_connection, str(self.sqlite_path))
+        try:
+            while True:
+                await asyncio.sleep(interval_s)
+                try:
+                    await asyncio.to_thread(conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error:
+                    log.warning("WAL checkpoint failed; will retry", exc_info=True)
+        finally:
+            await asyncio.to_thread(conn.close)
+
+    async def checkpoint_now(self) -> None:
+        if self.sqlite_path and self.sqlite_path != ":memory:":
+            conn = await asyncio.to_thread(_open_checkpoint_connection, str(self.sqlite_path))
+            try:
+                await asyncio.to_thread(conn.execute, "PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                conn.close()
+
     async def dispose(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpointer
+            self._checkpointer = None
         await self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             await self.read_engine.dispose()
@@ -134,7 +175,13 @@ class Database:
             self.sync_read_engine.dispose()
 
 
-def _sqlite_setup(engine: Engine, *, begin: str) -> None:
+def _open_checkpoint_connection(path: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA busy_timeout=10000")
+    return conn
+
+
+def _sqlite_setup(engine: Engine, *, begin: str, autocheckpoint: bool = True) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control from the driver, so BEGIN is ours to emit.
@@ -146,6 +193,8 @@ def _sqlite_setup(engine: Engine, *, begin: str) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=10000")
         cursor.execute("PRAGMA cache_size=-16000")
+        if not autocheckpoint:
+            cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
     @event.listens_for(engine, "begin")

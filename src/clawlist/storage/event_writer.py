@@ -1,10 +1,12 @@
 """The room writer: assigns stream positions and commits events, batching concurrent writes.
 
 Every event is written here. Callers submit an operation (an async function of a `WriteTx`); the
-writer gathers the operations that arrive within a few milliseconds, runs each in its own
-savepoint inside one transaction, and commits once. An operation that raises is rolled back alone
-and gets its exception; the others commit. Positions come from a single-row counter whose lock is
-held until commit, so positions become visible strictly in order, also across processes.
+writer gathers the operations that arrive within a few milliseconds, takes the global write lock,
+runs them one after another in one transaction and commits once. An operation that fails before
+writing anything is dropped alone; one that fails after writing makes the batch roll back and run
+each operation on its own. Positions come from a single-row counter whose lock is held until
+commit, so positions become visible strictly in order, also across processes.
+See docs/architecture.md, "The room writer".
 """
 
 from __future__ import annotations
