@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import jwt
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
 from clawlist.actions import audit
@@ -37,6 +37,10 @@ _SESSION_CACHE_KEY = "auth.sessions"
 _SECRET_CACHE_KEY = "auth.jwt_secret"
 SESSION_CACHE_SECONDS = 1.0
 _VERIFIED_JWT_CACHE_KEY = "auth.verified_jwt"
+_STATIC_TOKEN_CACHE_KEY = "auth.static_tokens"
+_STATIC_TOKEN_BY_HASH = select(static_tokens.c.session_id, static_tokens.c.expires_ts).where(
+    static_tokens.c.token_hash == bindparam("token_hash")
+)
 VERIFIED_TOKEN_CACHE_SIZE = 50_000
 
 
@@ -379,15 +383,23 @@ async def authenticate(svc: Services, token: str) -> Actor:
 
 
 async def _authenticate_static(svc: Services, token: str) -> Actor:
-    async with svc.db.read() as conn:
-        row = (
-            await conn.execute(select(static_tokens).where(static_tokens.c.token_hash == hash_secret(token)))
-        ).first()
-    if row is None:
-        raise unauthorized("unrecognised access token")
-    if row.expires_ts is not None and row.expires_ts <= svc.clock.now_ms():
+    # A static token's row never changes (it is revoked through its session, checked every time),
+    # so its hash -> (session, expiry) mapping is remembered.
+    known_tokens: dict[str, tuple[str, int | None]] = svc.cache.setdefault(_STATIC_TOKEN_CACHE_KEY, {})
+    token_hash = hash_secret(token)
+    known = known_tokens.get(token_hash)
+    if known is None:
+        async with svc.db.read() as conn:
+            row = (await conn.execute(_STATIC_TOKEN_BY_HASH, {"token_hash": token_hash})).first()
+        if row is None:
+            raise unauthorized("unrecognised access token")
+        known = (str(row.session_id), row.expires_ts)
+        if len(known_tokens) >= VERIFIED_TOKEN_CACHE_SIZE:
+            known_tokens.clear()
+        known_tokens[token_hash] = known
+    if known[1] is not None and known[1] <= svc.clock.now_ms():
         raise unauthorized("access token expired")
-    return await _session_actor(svc, row.session_id)
+    return await _session_actor(svc, known[0])
 
 
 async def _session_actor(svc: Services, session_id: str) -> Actor:
