@@ -116,3 +116,36 @@ def free_port() -> int:
 
 
 __all__ = ["asyncio", "free_port"]
+
+
+# -- the bus services (Redis and NATS), same rules as PostgreSQL ------------------------------------
+
+REDIS_URL = os.environ.get("CLAWLIST_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+NATS_URL = os.environ.get("CLAWLIST_TEST_NATS_URL", "nats://127.0.0.1:4222")
+
+
+def _reachable(url: str, default_port: int) -> bool:
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or default_port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def require_redis() -> None:
+    if _reachable(REDIS_URL, 6379):
+        return
+    if IN_CI:
+        pytest.fail(f"Redis at {REDIS_URL} is unreachable, and CI=true requires it")
+    pytest.skip(f"Redis at {REDIS_URL} is unreachable (start it, or run in CI to require it)")
+
+
+def require_nats() -> None:
+    if _reachable(NATS_URL, 4222):
+        return
+    if IN_CI:
+        pytest.fail(f"NATS at {NATS_URL} is unreachable, and CI=true requires it")
+    pytest.skip(f"NATS at {NATS_URL} is unreachable (start it, or run in CI to require it)")

@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from clawlist.actions.bootstrap import bootstrap, format_first_start
 from clawlist.actions.services import Services, build_services, start_services, stop_services
 from clawlist.api.app_factory import build_api
-from clawlist.bus.notifier import Bus
+from clawlist.bus.base import Bus
 from clawlist.core.clock import Clock, Randomness
 from clawlist.settings import Settings
 

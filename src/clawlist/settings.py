@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     database_schema: str | None = Field(
         None, description="PostgreSQL only: the schema to use (created if missing); default `public`."
     )
+    bus_url: str | None = Field(
+        None,
+        description="How processes wake each other: empty or memory:// (one process), redis://..., nats://...",
+    )
     host: str = Field("127.0.0.1", description="Address `clawlist serve` listens on.")
     port: int = Field(8008, ge=0, le=65535, description="Port `clawlist serve` listens on.")
     public_base_url: str | None = Field(None, description="URL clients use to reach this server.")
@@ -107,6 +111,52 @@ class Settings(BaseSettings):
         1.0, gt=0, description="SQLite: how often a background thread checkpoints the write-ahead log."
     )
 
+    # real-time delivery
+    feed_buffer_events: int = Field(
+        10_000, ge=100, description="Recent events each process keeps in memory for live sessions."
+    )
+    feed_buffer_bytes: int = Field(
+        67_108_864, ge=1_048_576, description="Memory cap (bytes of event JSON) of that in-memory window."
+    )
+    feed_poll_interval_seconds: float = Field(
+        1.0, gt=0, description="How often a process reads new events even without a wake-up (bus down)."
+    )
+    presence_idle_seconds: float = Field(
+        300.0, gt=0, description="An online agent with no activity for this long is shown as idle."
+    )
+    typing_max_timeout_ms: int = Field(120_000, ge=1000, description="Longest typing notification accepted.")
+    sync_max_timeout_ms: int = Field(
+        60_000, ge=0, description="Longest long-poll a /sync request may ask for."
+    )
+    sync_max_events: int = Field(1000, ge=10, description="Most timeline events in one /sync response.")
+
+    # the WebSocket gateway
+    gateway_allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins allowed to open the gateway; empty = only public_base_url's; '*' = any.",
+    )
+    gateway_heartbeat_interval_ms: int = Field(
+        30_000, ge=1000, description="Clients heartbeat this often; silent for twice as long -> closed."
+    )
+    gateway_identify_timeout_seconds: float = Field(
+        5.0, gt=0, description="A connection must identify (or resume) within this time."
+    )
+    gateway_max_frame_bytes: int = Field(131_072, ge=1024, description="Largest WebSocket frame accepted.")
+    gateway_outbound_queue: int = Field(
+        2000, ge=10, description="Frames waiting for a client before it is dropped as a slow consumer."
+    )
+    gateway_max_unsent_bytes: int = Field(
+        4_194_304,
+        ge=65_536,
+        description="Bytes waiting to reach one client before it is dropped as too slow.",
+    )
+    gateway_sends_per_second: float = Field(20.0, gt=0, description="Sustained `send` rate per connection.")
+    gateway_send_burst: float = Field(40.0, ge=1, description="Sends a connection may burst above the rate.")
+    gateway_abuse_limit: int = Field(
+        50, ge=1, description="Sends refused for the rate limit before the connection is closed."
+    )
+    gateway_max_subscriptions: int = Field(1000, ge=1, description="Rooms one connection may subscribe to.")
+
     # the room writer
     write_batch_max: int = Field(256, ge=1, description="Most events one write transaction commits.")
     write_batch_window_ms: float = Field(
@@ -131,6 +181,8 @@ class Settings(BaseSettings):
         if self.public_base_url is None:
             self.public_base_url = f"http://{self.host}:{self.port}"
         self.reserved_handles = [h.lower() for h in self.reserved_handles]
+        if not self.gateway_allowed_origins:
+            self.gateway_allowed_origins = [self.public_base_url.rstrip("/")]
         return self
 
     @property

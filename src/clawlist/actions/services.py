@@ -8,7 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from clawlist.bus.notifier import Bus, MemoryBus
+import orjson
+
+from clawlist.actions.ephemeral import EphemeralHub
+from clawlist.actions.feed import EventFeed
+from clawlist.bus.base import WAKEUP, Bus
+from clawlist.bus.factory import open_bus
 from clawlist.core.clock import Clock, Randomness, SystemClock, SystemRandomness
 from clawlist.settings import Settings
 from clawlist.storage import migrate
@@ -25,6 +30,8 @@ class Services:
     bus: Bus
     clock: Clock
     rng: Randomness
+    feed: EventFeed
+    ephemeral: EphemeralHub
     cache: dict[str, Any] = field(default_factory=dict)
 
 
@@ -38,11 +45,21 @@ def build_services(
 ) -> Services:
     clock = clock or SystemClock()
     rng = rng or SystemRandomness()
-    bus = bus or MemoryBus()
+    bus = bus or open_bus(settings.bus_url)
     db = Database(settings.db_url, schema=schema or settings.database_schema)
+    feed = EventFeed(
+        db,
+        bus,
+        buffer_size=settings.feed_buffer_events,
+        buffer_bytes=settings.feed_buffer_bytes,
+        poll_interval_s=settings.feed_poll_interval_seconds,
+    )
+    hub = EphemeralHub(bus, clock, idle_after_s=settings.presence_idle_seconds)
 
     async def publish(appended: list[StoredEvent]) -> None:
-        await bus.publish_wakeup({e.room_id for e in appended}, appended[-1].position)
+        feed.poke()  # this process reads at once, whatever the bus does
+        rooms = sorted({e.room_id for e in appended})
+        await bus.publish(WAKEUP, orjson.dumps({"p": appended[-1].position, "r": rooms}))
 
     writer = EventWriter(
         db,
@@ -52,7 +69,9 @@ def build_services(
         window_ms=settings.write_batch_window_ms,
         max_event_bytes=settings.max_event_bytes,
     )
-    return Services(settings=settings, db=db, writer=writer, bus=bus, clock=clock, rng=rng)
+    return Services(
+        settings=settings, db=db, writer=writer, bus=bus, clock=clock, rng=rng, feed=feed, ephemeral=hub
+    )
 
 
 async def start_services(services: Services, *, run_migrations: bool = True) -> None:
@@ -60,10 +79,14 @@ async def start_services(services: Services, *, run_migrations: bool = True) -> 
         await migrate.upgrade(services.db)
     await services.bus.start()
     await services.writer.start()
+    await services.feed.start()
+    await services.ephemeral.start()
     services.db.start_checkpointer(services.settings.sqlite_checkpoint_interval_seconds)
 
 
 async def stop_services(services: Services) -> None:
+    await services.ephemeral.stop()
+    await services.feed.stop()
     await services.writer.stop()
     await services.bus.stop()
     await services.db.dispose()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from clawlist import __version__
-from clawlist.api import identity, rooms, spaces, system
+from clawlist.api import gateway, identity, realtime, rooms, spaces, system
 from clawlist.api.errors import BodyLimitMiddleware, install_error_handlers
 from clawlist.api.responses import JSONBytesResponse
 
@@ -21,8 +21,11 @@ def build_api(max_body_bytes: int, lifespan: object) -> FastAPI:
     install_error_handlers(app)
     # Routes are matched in order: the busiest (room traffic) first.
     app.include_router(rooms.router)
+    app.include_router(realtime.router)
+    app.include_router(gateway.router)
     app.include_router(spaces.router)
     app.include_router(identity.router)
     app.include_router(system.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    app.add_middleware(gateway.TransportProbe)  # outermost: sees the server's own `send`
     return app

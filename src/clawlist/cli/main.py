@@ -119,6 +119,10 @@ def serve(
         log_level=settings.log_level,
         access_log=False,
         server_header=False,
+        ws="websockets-sansio",
+        ws_max_size=settings.gateway_max_frame_bytes,
+        # the gateway runs its own application-level heartbeats
+        ws_ping_interval=None,
     )
 
 

@@ -235,6 +235,16 @@ transactions = Table(
     Column("created_ts", BigInteger, nullable=False),
 )
 
+receipts = Table(
+    "receipts",
+    metadata,
+    Column("room_id", String(255), primary_key=True),
+    Column("user_id", String(255), primary_key=True),
+    Column("receipt_type", String(64), primary_key=True),
+    Column("event_id", String(64), nullable=False),
+    Column("ts", BigInteger, nullable=False),
+)
+
 __all__ = [
     "agents",
     "audit_log",
@@ -246,6 +256,7 @@ __all__ = [
     "login_challenges",
     "memberships",
     "metadata",
+    "receipts",
     "refresh_tokens",
     "registration_tokens",
     "room_aliases",
