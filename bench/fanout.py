@@ -129,9 +129,8 @@ def run(args: argparse.Namespace, servers: list[str], pids: list[int]) -> None:
     )
     if latencies:
         p50, p99 = pct(latencies, 50) * 1000, pct(latencies, 99) * 1000
-        print(
-            f"latency (send -> receive): p50 {p50:.0f} ms   p99 {p99:.0f} ms   max {max(latencies) * 1000:.0f} ms"
-        )
+        worst = max(latencies) * 1000
+        print(f"latency (send -> receive): p50 {p50:.0f} ms   p99 {p99:.0f} ms   max {worst:.0f} ms")
     for i, pid in enumerate(pids):
         print(
             f"server {i}: CPU {cpu[i]:.1f} s ({cpu[i] / elapsed * 100:.0f}% of a core), "
