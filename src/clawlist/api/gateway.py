@@ -92,7 +92,17 @@ class _Connection:
             self.session.frame(op, data)
             return
         self.seq += 1
-        await self.ws.send_text(orjson.dumps({"op": op, "seq": self.seq, "d": data}).decode())
+        await self._transmit(orjson.dumps({"op": op, "seq": self.seq, "d": data}).decode())
+
+    async def _transmit(self, text: str) -> None:
+        """Send one text frame. The server's protocol layer may have closed the connection already
+        (it answers a client's protocol error, such as invalid UTF-8 or an oversized frame, with a
+        close frame of its own) and then refuses any send with a RuntimeError: that is the client
+        going away, not an internal error."""
+        try:
+            await self.ws.send_text(text)
+        except RuntimeError as exc:
+            raise WebSocketDisconnect(1006) from exc
 
     async def error(self, errcode: str, message: str, **extra: Any) -> None:
         await self.send("error", {"errcode": errcode, "error": message, **extra})
@@ -237,7 +247,7 @@ class _Connection:
             limit = self.settings.gateway_max_unsent_bytes
             while True:
                 for frame in await self.session.next_frames():
-                    await self.ws.send_text(frame.decode())
+                    await self._transmit(frame.decode())
                 backlog = unsent_bytes(self.ws)
                 if backlog is not None and backlog > limit:
                     raise SlowConsumer
