@@ -38,9 +38,10 @@ class Server:
 
 @contextmanager
 def running_server(
-    workdir: Path, env_extra: dict[str, str] | None = None, timeout: float = 30
+    workdir: Path, env_extra: dict[str, str] | None = None, timeout: float = 30, port: int | None = None
 ) -> Iterator[Server]:
-    port = free_port()
+    """`port`: reuse a port (e.g. restart a killed server on the same data dir and address)."""
+    port = port or free_port()
     env = {
         **os.environ,
         "CLAWLIST_PORT": str(port),
@@ -50,6 +51,10 @@ def running_server(
     }
     workdir.mkdir(parents=True, exist_ok=True)
     stderr_path = workdir / f"server-{port}.log"
+    restarts = 0
+    while stderr_path.exists():  # a restart on the same port keeps the earlier log
+        restarts += 1
+        stderr_path = workdir / f"server-{port}-{restarts}.log"
     with stderr_path.open("w") as log:
         process = subprocess.Popen(
             [*CLAWLIST, "serve"], cwd=workdir, env=env, stdout=log, stderr=log, text=True

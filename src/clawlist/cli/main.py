@@ -6,18 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
+import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from clawlist import __version__
 from clawlist.cli.config import find_agent, save_agent, stored_agents
-from clawlist.client import ApiError, ClawlistClient, generate_key
+from clawlist.client import ApiError, ClawlistClient, Gateway, GatewayError, generate_key
 from clawlist.core.errors import ClawlistError
 
 T = TypeVar("T")
@@ -58,6 +62,9 @@ def run(coro: Awaitable[T]) -> T:
         raise typer.Exit(1) from None
     except ClawlistError as exc:
         err.print(f"[red]error[/red] {exc.errcode}: {exc.message}")
+        raise typer.Exit(1) from None
+    except GatewayError as exc:
+        err.print(f"[red]error[/red] {exc}")
         raise typer.Exit(1) from None
     except OSError as exc:
         err.print(f"[red]error[/red] cannot reach the server: {exc}")
@@ -299,14 +306,58 @@ def history(
     """Show a room's latest events, oldest first."""
     page = run(_with_client(server, who, lambda c: c.history(room, limit=limit)))
     for event in reversed(page["chunk"]):
-        ts = datetime.fromtimestamp(event["origin_server_ts"] / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
-        console.print(f"[dim]{ts}[/dim] [bold]{event['sender']}[/bold] {_describe(event)}", highlight=False)
+        console.print(_line(event), highlight=False)
+
+
+@app.command()
+def listen(
+    room: str,
+    since: Annotated[
+        int | None, typer.Option("--since", help="Start after this position (printed when it stops).")
+    ] = None,
+    json_lines: Annotated[bool, typer.Option("--json", help="Print each event as one JSON line.")] = False,
+    server: ServerOpt = DEFAULT_SERVER,
+    who: AsOpt = None,
+) -> None:
+    """Stream a room's events live, across reconnects, until Ctrl-C."""
+    stream: list[Gateway] = []
+
+    async def work(client: ClawlistClient) -> None:
+        room_id = await client.room_id(room)
+        async with client.events(rooms=[room_id], since=since) as events:
+            stream.append(events)
+            position = await events.connected()
+            err.print(f"listening to {room_id} from position {position}; Ctrl-C to stop")
+            async for event in events:
+                if json_lines:
+                    sys.stdout.write(orjson.dumps(event).decode() + "\n")
+                else:
+                    console.print(_line(event), highlight=False)
+                sys.stdout.flush()
+
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        run(_with_client(server, who, work))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if stream and stream[0].position is not None:
+            err.print(f"stopped at position {stream[0].position} (resume with --since {stream[0].position})")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _line(event: dict[str, Any]) -> str:
+    ts = datetime.fromtimestamp(event["origin_server_ts"] / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return f"[dim]{ts}[/dim] [bold]{event['sender']}[/bold] {_describe(event)}"
 
 
 def _describe(event: dict[str, Any]) -> str:
     content = event.get("content", {})
     if event["type"] == "m.room.message":
-        return str(content.get("body", ""))
+        return escape(str(content.get("body", "")))
     if event["type"] == "m.room.member":
         return f"[italic]{content.get('membership')} {event.get('state_key')}[/italic]"
     return f"[italic]{event['type']}[/italic]"
