@@ -120,6 +120,20 @@ async def test_send_ack_and_live_delivery(server: Server) -> None:
         await b_ws.close()
 
 
+async def test_frame_numbers_are_one_sequence_per_connection(server: Server) -> None:
+    alice = await agent(server, "gq-alice")
+    async with connect(ws_url(server), additional_headers=alice.headers) as ws:
+        seqs = [(await frame(ws))["seq"]]  # hello
+        await ws.send('{"op":"identify","d":{}}')
+        await ws.send('{"op":"heartbeat"}')
+        while True:  # every frame up to the heartbeat's answer: ready, presence, ...
+            f = await frame(ws)
+            seqs.append(f["seq"])
+            if f["op"] == "heartbeat_ack":
+                break
+        assert seqs == list(range(1, len(seqs) + 1))
+
+
 async def test_resume_replays_exactly_what_was_missed(server: Server) -> None:
     alice, bob = await agent(server, "gr-alice"), await agent(server, "gr-bob")
     room = await room_with(server, alice, bob)

@@ -29,7 +29,7 @@ class SlowConsumer(Exception):
 
 
 class LiveSession:
-    def __init__(self, svc: Services, actor: Actor, *, max_queue: int) -> None:
+    def __init__(self, svc: Services, actor: Actor, *, max_queue: int, seq: int = 0) -> None:
         self.svc = svc
         self.actor = actor
         self.max_queue = max_queue
@@ -45,7 +45,7 @@ class LiveSession:
         self._ready = asyncio.Event()
         self._replaying = False
         self._resuming = False
-        self._seq = 0
+        self._seq = seq  # continues the connection's frame numbering
 
     # -- lifecycle
     async def start(self, resume_from: int | None) -> int:

@@ -164,7 +164,9 @@ class _Connection:
         )
         resume_from = await self._identify()
         assert self.actor is not None
-        self.session = LiveSession(self.svc, self.actor, max_queue=self.settings.gateway_outbound_queue)
+        self.session = LiveSession(
+            self.svc, self.actor, max_queue=self.settings.gateway_outbound_queue, seq=self.seq
+        )
         try:
             head = await self.session.start(resume_from)
         except ClawlistError as exc:
