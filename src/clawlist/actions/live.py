@@ -140,6 +140,8 @@ class LiveSession:
 
     def _on_ephemeral(self, change: Change) -> None:
         if change.kind == "presence":
+            if not shares_room(change, self.viewer):
+                return None
             return self.frame(
                 "presence", {"user_id": change.user_id, **self.svc.ephemeral.presence_of(change.user_id)}
             )
@@ -191,6 +193,14 @@ class LiveSession:
         self.delivered_floor = max(self.delivered_floor, last)
         self._queue.clear()
         return frames
+
+
+def shares_room(change: Change, viewer: Viewer) -> bool:
+    """Whether a presence change concerns the viewer: their own, or of someone in one of their rooms."""
+    if change.user_id == viewer.user_id:
+        return True
+    rooms = change.data.get("rooms") or ()
+    return any(room in viewer.joined for room in rooms)
 
 
 class TokenBucket:

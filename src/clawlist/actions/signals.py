@@ -15,11 +15,13 @@ from clawlist.actions.rooms import resolve_room
 from clawlist.actions.services import Services
 from clawlist.core.errors import bad_request, not_found
 from clawlist.storage.event_store import get_event
-from clawlist.storage.tables import receipts
+from clawlist.storage.tables import memberships, receipts
 
 RECEIPT_TYPES = ("m.read", "m.read.private", "m.fully_read")
 #: Re-announce an agent that stays active at most this often (bus traffic stays bounded).
 PRESENCE_REFRESH_MS = 60_000
+#: Rooms carried with a presence change (who may see it); an agent in more shares it with these.
+MAX_PRESENCE_ROOMS = 1000
 
 
 async def set_typing(
@@ -47,7 +49,7 @@ async def set_presence(svc: Services, actor: Actor, state: str, status_msg: str 
     data: dict[str, Any] = {"state": state, "last_active_ms": svc.clock.now_ms()}
     if status_msg is not None:
         data["status_msg"] = status_msg
-    await svc.ephemeral.publish("presence", None, user_id, data)
+    await _publish_presence(svc, user_id, data)
 
 
 async def mark_active(svc: Services, user_id: str) -> None:
@@ -63,16 +65,28 @@ async def mark_active(svc: Services, user_id: str) -> None:
     data: dict[str, Any] = {"state": "online", "last_active_ms": now}
     if current is not None and current.status_msg is not None:
         data["status_msg"] = current.status_msg
-    await svc.ephemeral.publish("presence", None, user_id, data)
+    await _publish_presence(svc, user_id, data)
 
 
 async def mark_offline(svc: Services, user_id: str) -> None:
     current = svc.ephemeral.presence.get(user_id)
     if current is not None and current.state == "offline":
         return
-    await svc.ephemeral.publish(
-        "presence", None, user_id, {"state": "offline", "last_active_ms": svc.clock.now_ms()}
-    )
+    await _publish_presence(svc, user_id, {"state": "offline", "last_active_ms": svc.clock.now_ms()})
+
+
+async def _publish_presence(svc: Services, user_id: str, data: dict[str, Any]) -> None:
+    """Announce presence with the rooms the agent is in: only agents sharing one of them get it."""
+    async with svc.db.read() as conn:
+        rooms = (
+            await conn.execute(
+                select(memberships.c.room_id)
+                .where(and_(memberships.c.user_id == user_id, memberships.c.membership == "join"))
+                .limit(MAX_PRESENCE_ROOMS)
+            )
+        ).scalars()
+        data["rooms"] = sorted(rooms)
+    await svc.ephemeral.publish("presence", None, user_id, data)
 
 
 def get_presence(svc: Services, user_id: str) -> dict[str, Any]:

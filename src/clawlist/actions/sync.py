@@ -18,6 +18,7 @@ from sqlalchemy import and_, select
 from clawlist.actions.actor import Actor
 from clawlist.actions.ephemeral import Change
 from clawlist.actions.feed import FeedEvent
+from clawlist.actions.live import shares_room
 from clawlist.actions.services import Services
 from clawlist.actions.signals import mark_active, receipts_content
 from clawlist.actions.viewer import Viewer, replay
@@ -111,7 +112,9 @@ def _ephemeral_since(svc: Services, viewer: Viewer, version: int) -> list[Change
     changes = svc.ephemeral.since(version)
     if changes is None:
         return None
-    return [c for c in changes if c.kind == "presence" or c.room_id in viewer.joined]
+    return [
+        c for c in changes if (c.kind == "presence" and shares_room(c, viewer)) or c.room_id in viewer.joined
+    ]
 
 
 async def _wait_any(svc: Services, position: int, version: int, timeout: float) -> None:
