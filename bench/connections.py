@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.realtime_common import free_port, register_agents, rss_mb, start_server
+from bench.common import free_port, register_agents, rss_mb, start_server
 
 
 def client_process(url: str, tokens: list[str], count: int, opened: Any, stop: Any) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 import orjson
 
-from bench.realtime_common import cpu_seconds, free_port, join_all, pct, register_agents, rss_mb, start_server
+from bench.common import cpu_seconds, free_port, join_all, pct, register_agents, rss_mb, start_server
 
 
 def subscriber_process(
@@ -149,7 +149,8 @@ def main() -> None:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="clawlist-fanout-"))
     port = free_port()
-    proc = start_server(tmp, port)
+    # a large queue: this bench measures throughput, so slow clients are kept, not dropped
+    proc = start_server(tmp, port, {"CLAWLIST_GATEWAY_OUTBOUND_QUEUE": "20000"})
     try:
         run(args, [f"http://127.0.0.1:{port}"], [proc.pid])
     finally:

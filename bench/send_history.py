@@ -15,10 +15,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing as mp
-import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,44 +24,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import httpx
 import orjson
 
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_server(data_dir: Path, port: int, database_url: str | None) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "CLAWLIST_PORT": str(port),
-        "CLAWLIST_DATA_DIR": str(data_dir),
-        "CLAWLIST_REGISTRATION": "open",
-        "CLAWLIST_LOG_LEVEL": "warning",
-    }
-    if database_url:
-        env["CLAWLIST_DATABASE_URL"] = database_url
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "clawlist", "serve"],
-        env=env,
-        cwd=data_dir,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("server did not start")
+from bench.common import cpu_seconds, free_port, pct, rss_mb, start_server
 
 
 async def setup_agents(base: str, n: int) -> tuple[str, list[str]]:
@@ -171,24 +136,6 @@ async def page_history(base: str, room_id: str, token: str, page: int) -> tuple[
     return events, pages, time.perf_counter() - t0
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -207,7 +154,9 @@ def main() -> None:
     if args.server:
         base = args.server.rstrip("/")
     else:
-        proc = start_server(tmp, port, args.database_url)
+        proc = start_server(
+            tmp, port, {"CLAWLIST_DATABASE_URL": args.database_url} if args.database_url else None
+        )
         base = f"http://127.0.0.1:{port}"
     try:
         room_id, tokens = asyncio.run(setup_agents(base, args.agents))

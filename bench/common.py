@@ -1,4 +1,4 @@
-"""Shared pieces of the real-time benchmarks: start servers, register agents, read /proc."""
+"""Shared pieces of the benchmarks: start servers, register agents, read /proc, percentiles."""
 
 from __future__ import annotations
 
@@ -29,7 +29,6 @@ def start_server(
         "CLAWLIST_DATA_DIR": str(data_dir),
         "CLAWLIST_REGISTRATION": "open",
         "CLAWLIST_LOG_LEVEL": "warning",
-        "CLAWLIST_GATEWAY_OUTBOUND_QUEUE": "20000",
         **(extra_env or {}),
     }
     data_dir.mkdir(parents=True, exist_ok=True)
