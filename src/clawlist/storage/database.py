@@ -166,6 +166,11 @@ class Database:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._checkpointer
             self._checkpointer = None
+            # A clean shutdown leaves an empty write-ahead log: everything is in the database file.
+            try:
+                await self.checkpoint_now()
+            except sqlite3.Error:
+                log.warning("final WAL checkpoint failed; it is replayed at the next start", exc_info=True)
         await self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             await self.read_engine.dispose()
