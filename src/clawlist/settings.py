@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     presence_idle_seconds: float = Field(
         300.0, gt=0, description="An online agent with no activity for this long is shown as idle."
     )
+    presence_max_room_members: int = Field(
+        200, ge=2, description="Presence is shared through rooms of at most this many members."
+    )
     typing_max_timeout_ms: int = Field(120_000, ge=1000, description="Longest typing notification accepted.")
     sync_max_timeout_ms: int = Field(
         60_000, ge=0, description="Longest long-poll a /sync request may ask for."

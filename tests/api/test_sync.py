@@ -98,3 +98,46 @@ async def test_bad_sync_tokens_are_400(client, reg_token):
         assert r.json()["errcode"] == "M_INVALID_PARAM"
     r = await client.post(f"{API}/rooms/!nope:test.local/typing", headers=bob.headers, json={"typing": True})
     assert r.status_code in (403, 404) and r.json()["errcode"]
+
+
+async def test_presence_is_not_shared_through_large_rooms(settings_for):
+    import httpx
+
+    from clawlist.app import create_app
+    from tests.helpers import register as reg
+
+    settings = settings_for(presence_max_room_members=2)
+    app = create_app(settings, announce=lambda _text: None)
+    async with app.router.lifespan_context(app):
+        token = app.state.first_start.registration_token
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            alice = await reg(client, "alice", token)
+            bob = await reg(client, "bob", token)
+            carol = await reg(client, "carol", token)
+            big = (
+                await client.post(f"{API}/rooms", headers=alice.headers, json={"visibility": "public"})
+            ).json()
+            for who in (bob, carol):
+                assert (
+                    await client.post(f"{API}/rooms/{big['room_id']}/join", headers=who.headers)
+                ).status_code == 200
+            token_b = (await client.get(f"{API}/sync", headers=bob.headers)).json()["next_batch"]
+            r = await client.put(f"{API}/presence", headers=alice.headers, json={"presence": "unavailable"})
+            assert r.status_code == 200
+            body = (await client.get(f"{API}/sync", headers=bob.headers, params={"since": token_b})).json()
+            assert alice.user_id not in [p["sender"] for p in body["presence"]]
+            # in a small room (a DM) it is shared
+            dm = (
+                await client.post(f"{API}/dms", headers=alice.headers, json={"user_id": bob.user_id})
+            ).json()
+            assert (
+                await client.post(f"{API}/rooms/{dm['room_id']}/join", headers=bob.headers)
+            ).status_code == 200
+            token_b = (await client.get(f"{API}/sync", headers=bob.headers)).json()["next_batch"]
+            r = await client.put(f"{API}/presence", headers=alice.headers, json={"presence": "online"})
+            body = (
+                await client.get(
+                    f"{API}/sync", headers=bob.headers, params={"since": token_b, "timeout": 3000}
+                )
+            ).json()
+            assert alice.user_id in [p["sender"] for p in body["presence"]]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -76,12 +76,29 @@ async def mark_offline(svc: Services, user_id: str) -> None:
 
 
 async def _publish_presence(svc: Services, user_id: str, data: dict[str, Any]) -> None:
-    """Announce presence with the rooms the agent is in: only agents sharing one of them get it."""
+    """Announce presence with the rooms the agent is in: only agents sharing one of them get it.
+
+    Rooms with more than `presence_max_room_members` members are left out: in a room of thousands
+    every arrival would otherwise be sent to everyone (a million frames when a thousand agents
+    come online), which is also why Matrix servers limit presence in large rooms.
+    """
+    others = memberships.alias("others")
+    size = (
+        select(func.count())
+        .where(and_(others.c.room_id == memberships.c.room_id, others.c.membership == "join"))
+        .scalar_subquery()
+    )
     async with svc.db.read() as conn:
         rooms = (
             await conn.execute(
                 select(memberships.c.room_id)
-                .where(and_(memberships.c.user_id == user_id, memberships.c.membership == "join"))
+                .where(
+                    and_(
+                        memberships.c.user_id == user_id,
+                        memberships.c.membership == "join",
+                        size <= svc.settings.presence_max_room_members,
+                    )
+                )
                 .limit(MAX_PRESENCE_ROOMS)
             )
         ).scalars()

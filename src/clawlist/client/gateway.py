@@ -100,7 +100,8 @@ class Gateway:
         return await self._link.next()
 
     async def __aenter__(self) -> Gateway:
-        self._link.start()
+        """Connect and wait until identified (or resumed): nothing sent after this returns is missed."""
+        await self.connected()
         return self
 
     async def __aexit__(
