@@ -141,24 +141,19 @@ class Database:
             )
 
     async def _checkpoint_loop(self, interval_s: float) -> None:
-        conn = await asyncio.to_thread(_open_checkpoint_connection, str(self.sqlite_path))
-        try:
-            while True:
-                await asyncio.sleep(interval_s)
-                try:
-                    await asyncio.to_thread(conn.execute, "PRAGMA wal_checkpoint(PASSIVE)")
-                except sqlite3.Error:
-                    log.warning("WAL checkpoint failed; will retry", exc_info=True)
-        finally:
-            await asyncio.to_thread(conn.close)
+        path = str(self.sqlite_path)
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                # Shielded: if this task is cancelled mid-checkpoint, the thread still finishes
+                # with its own connection; nothing is shared with the event loop.
+                await asyncio.shield(asyncio.to_thread(_checkpoint, path, "PASSIVE"))
+            except sqlite3.Error:
+                log.warning("WAL checkpoint failed; will retry", exc_info=True)
 
     async def checkpoint_now(self) -> None:
         if self.sqlite_path and self.sqlite_path != ":memory:":
-            conn = await asyncio.to_thread(_open_checkpoint_connection, str(self.sqlite_path))
-            try:
-                await asyncio.to_thread(conn.execute, "PRAGMA wal_checkpoint(TRUNCATE)")
-            finally:
-                conn.close()
+            await asyncio.to_thread(_checkpoint, str(self.sqlite_path), "TRUNCATE")
 
     async def dispose(self) -> None:
         if self._checkpointer is not None:
@@ -180,10 +175,14 @@ class Database:
             self.sync_read_engine.dispose()
 
 
-def _open_checkpoint_connection(path: str) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    conn.execute("PRAGMA busy_timeout=10000")
-    return conn
+def _checkpoint(path: str, mode: str) -> None:
+    """Checkpoint the WAL on a connection opened, used and closed in the calling (worker) thread."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute(f"PRAGMA wal_checkpoint({mode})")
+    finally:
+        conn.close()
 
 
 def _sqlite_setup(engine: Engine, *, begin: str, autocheckpoint: bool = True) -> None:
