@@ -28,12 +28,8 @@ def _db(settings: Settings) -> Database:
     return Database(settings.db_url, schema=settings.database_schema, pool_size=4)
 
 
-async def test_concurrent_writers_never_expose_a_gap(settings_for: Any) -> None:
-    settings = settings_for()
-    setup = _db(settings)
-    await migrate.upgrade(setup)
-    room_id = "!gapless:test.local"
-    async with setup.write() as conn:
+async def _new_room(db: Database, room_id: str) -> str:
+    async with db.write() as conn:
         await conn.execute(
             rooms.insert().values(
                 room_id=room_id,
@@ -45,6 +41,14 @@ async def test_concurrent_writers_never_expose_a_gap(settings_for: Any) -> None:
                 created_ts=0,
             )
         )
+    return room_id
+
+
+async def test_concurrent_writers_never_expose_a_gap(settings_for: Any) -> None:
+    settings = settings_for()
+    setup = _db(settings)
+    await migrate.upgrade(setup)
+    room_id = await _new_room(setup, "!gapless:test.local")
     writers = []
     for _ in range(WRITERS):
         writer = EventWriter(_db(settings), SystemClock(), batch_max=16, window_ms=0.5)
@@ -123,19 +127,7 @@ async def test_a_failed_operation_leaves_no_hole(settings_for: Any) -> None:
     settings = settings_for()
     db = _db(settings)
     await migrate.upgrade(db)
-    room_id = "!holes:test.local"
-    async with db.write() as conn:
-        await conn.execute(
-            rooms.insert().values(
-                room_id=room_id,
-                creator="@a:test.local",
-                room_type=None,
-                is_public=True,
-                is_direct=False,
-                depth=0,
-                created_ts=0,
-            )
-        )
+    room_id = await _new_room(db, "!holes:test.local")
     writer = EventWriter(db, SystemClock(), batch_max=64, window_ms=5)
     await writer.start()
 

@@ -20,22 +20,23 @@ from clawlist.actions.actor import Actor
 from clawlist.actions.live import LiveSession, SlowConsumer, TokenBucket
 from clawlist.actions.services import Services
 from clawlist.core.errors import ClawlistError
+from clawlist.core.gateway_protocol import (
+    CLOSE_ALREADY_IDENTIFIED,
+    CLOSE_AUTH_FAILED,
+    CLOSE_BAD_POSITION,
+    CLOSE_HEARTBEAT_TIMEOUT,
+    CLOSE_NOT_IDENTIFIED,
+    CLOSE_ORIGIN,
+    CLOSE_RATE_LIMITED,
+    CLOSE_SLOW_CONSUMER,
+    CLOSE_TOKEN_EXPIRED,
+    CLOSE_UNKNOWN,
+)
 
 log = logging.getLogger(__name__)
 router = APIRouter()
 RAW_SEND_KEY = "clawlist.raw_send"
 
-# Close codes (documented in docs/gateway.md).
-CLOSE_UNKNOWN = 4000
-CLOSE_NOT_IDENTIFIED = 4001
-CLOSE_ORIGIN = 4003
-CLOSE_AUTH_FAILED = 4004
-CLOSE_ALREADY_IDENTIFIED = 4005
-CLOSE_BAD_POSITION = 4007
-CLOSE_RATE_LIMITED = 4008
-CLOSE_HEARTBEAT_TIMEOUT = 4009
-CLOSE_SLOW_CONSUMER = 4010
-CLOSE_TOKEN_EXPIRED = 4011
 CLOSE_TIMEOUT_S = 10.0
 
 

@@ -14,8 +14,8 @@ from types import TracebackType
 from typing import Any
 
 from clawlist.client.api import ClawlistClient, Event, new_txn_id
-from clawlist.client.gateway_link import (
-    AUTH_CLOSES,
+from clawlist.client.gateway_link import AUTH_CLOSES, FATAL_CLOSES, GatewayError, Link
+from clawlist.core.gateway_protocol import (
     CLOSE_ALREADY_IDENTIFIED,
     CLOSE_AUTH_FAILED,
     CLOSE_BAD_POSITION,
@@ -26,9 +26,6 @@ from clawlist.client.gateway_link import (
     CLOSE_SLOW_CONSUMER,
     CLOSE_TOKEN_EXPIRED,
     CLOSE_UNKNOWN,
-    FATAL_CLOSES,
-    GatewayError,
-    Link,
 )
 
 __all__ = [

@@ -18,21 +18,16 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from clawlist.client.api import ApiError, ClawlistClient, Event, backoff_delay
+from clawlist.core.gateway_protocol import (
+    CLOSE_AUTH_FAILED,
+    CLOSE_BAD_POSITION,
+    CLOSE_ORIGIN,
+    CLOSE_TOKEN_EXPIRED,
+)
 
 log = logging.getLogger("clawlist.client.gateway")
 
 
-# Close codes, as the server sends them (clawlist.api.gateway; docs/gateway.md).
-CLOSE_UNKNOWN = 4000
-CLOSE_NOT_IDENTIFIED = 4001
-CLOSE_ORIGIN = 4003
-CLOSE_AUTH_FAILED = 4004
-CLOSE_ALREADY_IDENTIFIED = 4005
-CLOSE_BAD_POSITION = 4007
-CLOSE_RATE_LIMITED = 4008
-CLOSE_HEARTBEAT_TIMEOUT = 4009
-CLOSE_SLOW_CONSUMER = 4010
-CLOSE_TOKEN_EXPIRED = 4011
 #: Closes that reconnecting cannot fix: the iterator raises GatewayError.
 FATAL_CLOSES = frozenset({CLOSE_ORIGIN, CLOSE_BAD_POSITION})
 #: Closes fixed by a fresh access token (refresh, else a new key login), then an immediate reconnect.

@@ -1,0 +1,14 @@
+"""The WebSocket gateway's close codes: one definition for the server and the SDK (docs/gateway.md)."""
+
+from __future__ import annotations
+
+CLOSE_UNKNOWN = 4000
+CLOSE_NOT_IDENTIFIED = 4001
+CLOSE_ORIGIN = 4003
+CLOSE_AUTH_FAILED = 4004
+CLOSE_ALREADY_IDENTIFIED = 4005
+CLOSE_BAD_POSITION = 4007
+CLOSE_RATE_LIMITED = 4008
+CLOSE_HEARTBEAT_TIMEOUT = 4009
+CLOSE_SLOW_CONSUMER = 4010
+CLOSE_TOKEN_EXPIRED = 4011
