@@ -8,9 +8,11 @@ and the server's CPU and RSS.
 
 Target (2 cores, SQLite): >= 50,000 deliveries/s, p99 <= 250 ms.
 
-    .venv/bin/python bench/fanout.py [--subscribers 1000] [--messages 200] [--rate 50] [--client-procs 2]
-    .venv/bin/python bench/fanout.py --servers URL1,URL2  (subscribers spread over running servers;
-                                                          see bench/scaleout.py)
+    .venv/bin/python -m bench.fanout [--subscribers 1000] [--messages 600] [--rate 60] [--client-procs 1]
+
+The subscribers are lean raw-socket clients (bench/lean_subscriber.py) so that, on a 2-core
+machine, the load generator leaves the server a core. bench/scaleout.py runs the same workload
+over two processes.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 
 from bench.common import cpu_seconds, free_port, join_all, pct, register_agents, rss_mb, start_server
 
@@ -33,38 +34,30 @@ from bench.common import cpu_seconds, free_port, join_all, pct, register_agents,
 def subscriber_process(
     urls: list[str], tokens: list[str], room: str, expected: int, ready: Any, out: Any
 ) -> None:
-    from websockets.asyncio.client import connect
+    import uvloop
 
-    async def one(url: str, token: str, latencies: list[float]) -> int:
-        got = 0
-        async with connect(url, additional_headers={"Authorization": f"Bearer {token}"}, max_size=None) as ws:
-            await ws.recv()  # hello
-            await ws.send('{"op":"identify","d":{}}')
-            while True:
-                frame = orjson.loads(await ws.recv())
-                if frame["op"] == "ready":
-                    break
-            ready.put(1)
-            while got < expected:
-                try:
-                    raw = await asyncio.wait_for(ws.recv(), 30)
-                except TimeoutError:
-                    break
-                now = time.time()
-                frame = orjson.loads(raw)
-                if frame["op"] == "event" and frame["d"].get("type") == "m.room.message":
-                    sent = frame["d"]["content"].get("sent_at")
-                    if sent is not None:
-                        latencies.append(now - sent)
-                        got += 1
-        return got
+    from bench.lean_subscriber import LeanSubscriber, connect
 
-    async def main() -> tuple[list[float], int]:
+    async def main() -> tuple[list[float], int, float]:
         latencies: list[float] = []
-        counts = await asyncio.gather(*(one(urls[i % len(urls)], t, latencies) for i, t in enumerate(tokens)))
-        return latencies, sum(counts)
+        subscribers: list[LeanSubscriber] = []
+        for start in range(0, len(tokens), 50):  # connect in waves, not all at once
+            wave = tokens[start : start + 50]
+            subscribers += await asyncio.gather(
+                *(connect(urls[(start + i) % len(urls)], t, expected, latencies) for i, t in enumerate(wave))
+            )
+        ready.put(len(subscribers))
+        last, idle = -1, 0
+        while idle < 15 and not all(s.done.done() for s in subscribers):  # stop after 15 s of silence
+            await asyncio.sleep(1)
+            total = sum(s.received for s in subscribers)
+            idle = idle + 1 if total == last else 0
+            last = total
+        for s in subscribers:
+            s.close()
+        return latencies, sum(s.received for s in subscribers), max(s.last_at for s in subscribers)
 
-    out.put(asyncio.run(main()))
+    out.put(uvloop.run(main()))
 
 
 async def send_messages(base: str, token: str, room: str, n: int, rate: float) -> None:
@@ -99,19 +92,22 @@ def run(args: argparse.Namespace, servers: list[str], pids: list[int]) -> None:
     ]
     for p in procs:
         p.start()
-    for _ in agents:
-        ready.get(timeout=120)
+    connected = 0
+    while connected < len(agents):
+        connected += ready.get(timeout=300)
     rss_connected = [rss_mb(pid) for pid in pids]
     cpu0 = [cpu_seconds(pid) for pid in pids]
-    t0 = time.monotonic()
+    t0 = time.time()
     asyncio.run(send_messages(base, sender["token"], room, args.messages, args.rate))
     latencies: list[float] = []
     delivered = 0
+    last_at = t0
     for _ in procs:
-        lat, count = out.get(timeout=300)
+        lat, count, last = out.get(timeout=300)
         latencies.extend(lat)
         delivered += count
-    elapsed = time.monotonic() - t0
+        last_at = max(last_at, last)
+    elapsed = last_at - t0  # from the first send to the last delivery
     for p in procs:
         p.join()
     cpu = [cpu_seconds(pid) - c for pid, c in zip(pids, cpu0, strict=True)]
@@ -138,14 +134,18 @@ def run(args: argparse.Namespace, servers: list[str], pids: list[int]) -> None:
         )
 
 
+def add_workload_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--messages", type=int, default=600)
+    parser.add_argument("--rate", type=float, default=60.0, help="messages per second")
+    parser.add_argument("--client-procs", type=int, default=1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--subscribers", type=int, default=1000)
-    parser.add_argument("--messages", type=int, default=200)
-    parser.add_argument("--rate", type=float, default=50.0, help="messages per second")
-    parser.add_argument("--client-procs", type=int, default=2)
+    add_workload_arguments(parser)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="clawlist-fanout-"))
     port = free_port()

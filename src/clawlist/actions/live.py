@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
 
 import orjson
 
@@ -26,6 +27,11 @@ REPLAY_PAGE = 500
 
 class SlowConsumer(Exception):
     """The outbound queue overflowed."""
+
+
+#: Writes one frame straight to the client's socket buffer, without a task switch; raises
+#: SlowConsumer when the client's unsent backlog is over the limit.
+FrameSink = Callable[[bytes], None]
 
 
 class LiveSession:
@@ -46,6 +52,10 @@ class LiveSession:
         self._replaying = False
         self._resuming = False
         self._seq = seq  # continues the connection's frame numbering
+        #: Set by a transport that can write synchronously: live frames then skip the queue and the
+        #: writer task (one wake-up per frame per connection is the main cost of a large fan-out).
+        self.sink: FrameSink | None = None
+        self._in_flight = False  # the writer task holds frames it has not transmitted yet
 
     # -- lifecycle
     async def start(self, resume_from: int | None) -> int:
@@ -167,17 +177,31 @@ class LiveSession:
     def _push(self, frame: bytes, position: int = 0) -> None:
         if self.overflowed:
             return
+        if self.sink is not None and not (self._queue or self._in_flight or self._replaying):
+            # Nothing is waiting ahead of this frame, so writing it now keeps the order. (A replay
+            # goes through the writer task, which the transport's flow control paces.)
+            try:
+                self.sink(frame)
+            except SlowConsumer:
+                self._overflow()
+                return
+            self.delivered_floor = max(self.delivered_floor, position)
+            return
         if len(self._queue) >= self.max_queue:
-            self.overflowed = True
-            self._queue.clear()
-            self._ready.set()
-            self.overflow.set()
+            self._overflow()
             return
         self._queue.append((frame, position))
         self._ready.set()
 
+    def _overflow(self) -> None:
+        self.overflowed = True
+        self._queue.clear()
+        self._ready.set()
+        self.overflow.set()
+
     async def next_frames(self) -> list[bytes]:
-        """Wait for frames; raises SlowConsumer once the queue has overflowed."""
+        """Wait for frames; raises SlowConsumer once the queue has overflowed. The caller transmits
+        them, then calls `transmitted()`; until then new frames queue behind them."""
         while not self._queue:
             if self.overflowed:
                 raise SlowConsumer
@@ -192,7 +216,11 @@ class LiveSession:
         last = max((position for _, position in self._queue), default=0)
         self.delivered_floor = max(self.delivered_floor, last)
         self._queue.clear()
+        self._in_flight = True
         return frames
+
+    def transmitted(self) -> None:
+        self._in_flight = False
 
 
 def shares_room(change: Change, viewer: Viewer) -> bool:

@@ -14,10 +14,11 @@ import orjson
 from fastapi import APIRouter, WebSocket
 from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect, WebSocketState
+from websockets.protocol import State
 
 from clawlist.actions import auth, messages, signals
 from clawlist.actions.actor import Actor
-from clawlist.actions.live import LiveSession, SlowConsumer, TokenBucket
+from clawlist.actions.live import FrameSink, LiveSession, SlowConsumer, TokenBucket
 from clawlist.actions.services import Services
 from clawlist.core.errors import ClawlistError
 from clawlist.core.gateway_protocol import (
@@ -246,11 +247,13 @@ class _Connection:
 
     async def _writer(self) -> None:
         assert self.session is not None
+        self.session.sink = direct_sink(self.ws, self.settings.gateway_max_unsent_bytes)
         try:
             limit = self.settings.gateway_max_unsent_bytes
             while True:
                 for frame in await self.session.next_frames():
                     await self._transmit(frame.decode())
+                self.session.transmitted()
                 backlog = unsent_bytes(self.ws)
                 if backlog is not None and backlog > limit:
                     raise SlowConsumer
@@ -376,6 +379,38 @@ class TransportProbe:
         if scope["type"] == "websocket":
             scope[RAW_SEND_KEY] = send
         await self.app(scope, receive, send)
+
+
+def direct_sink(ws: WebSocket, max_unsent_bytes: int) -> FrameSink | None:
+    """A writer of text frames straight into the client's socket buffer, when the server is
+    uvicorn's websockets-sansio implementation (the one `clawlist serve` runs); else None.
+
+    Going through ASGI costs a task wake-up and several layers of `send` per frame; for a room
+    with a thousand live subscribers that is most of the server's work. Server-to-client frames
+    are unmasked and uncompressed (per-message deflate is off), so a frame is a 2-10 byte header
+    and the payload; control frames (close, pong) still go through the protocol object.
+    """
+    protocol: Any = getattr(ws.scope.get(RAW_SEND_KEY), "__self__", None)
+    transport: Any = getattr(protocol, "transport", None)
+    connection: Any = getattr(protocol, "conn", None)
+    if transport is None or not hasattr(protocol, "close_sent") or not hasattr(connection, "state"):
+        return None
+
+    def write(payload: bytes) -> None:
+        if protocol.close_sent or connection.state is not State.OPEN or transport.is_closing():
+            return  # the connection is ending; the client resumes from its position
+        if transport.get_write_buffer_size() > max_unsent_bytes:
+            raise SlowConsumer
+        size = len(payload)
+        if size < 126:
+            header = bytes((0x81, size))
+        elif size < 65536:
+            header = b"\x81\x7e" + size.to_bytes(2, "big")
+        else:
+            header = b"\x81\x7f" + size.to_bytes(8, "big")
+        transport.write(header + payload)
+
+    return write
 
 
 def unsent_bytes(ws: WebSocket) -> int | None:
