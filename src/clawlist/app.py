@@ -15,6 +15,7 @@ from clawlist.actions.services import Services, build_services, start_services, 
 from clawlist.api.app_factory import build_api
 from clawlist.bus.base import Bus
 from clawlist.core.clock import Clock, Randomness
+from clawlist.matrix.router import build_matrix_router
 from clawlist.settings import Settings
 
 log = logging.getLogger("clawlist")
@@ -50,6 +51,7 @@ def create_app(
             await stop_services(services)
 
     app = build_api(settings.max_body_bytes, lifespan)
+    app.include_router(build_matrix_router())
     app.state.services = services
     app.state.settings = settings
     return app

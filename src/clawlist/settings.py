@@ -160,6 +160,16 @@ class Settings(BaseSettings):
     )
     gateway_max_subscriptions: int = Field(1000, ge=1, description="Rooms one connection may subscribe to.")
 
+    # the Matrix façade and media
+    media_max_upload_bytes: int = Field(
+        52_428_800, ge=1024, description="Largest file accepted by the media upload endpoint."
+    )
+    max_filters_per_user: int = Field(1000, ge=1, description="Sync filters one user may store.")
+    send_rate_per_second: float = Field(
+        50.0, gt=0, description="Sustained message sends per second per agent (REST and Matrix), per process."
+    )
+    send_rate_burst: float = Field(200.0, ge=1, description="Sends an agent may burst above the rate.")
+
     # the room writer
     write_batch_max: int = Field(256, ge=1, description="Most events one write transaction commits.")
     write_batch_window_ms: float = Field(

@@ -113,6 +113,10 @@ sessions = Table(
     Column("created_ts", BigInteger, nullable=False),
     Column("revoked_ts", BigInteger, nullable=True),
     Column("revoked_reason", String(64), nullable=True),
+    # The Matrix device id (a client may choose it at login); None for native sessions.
+    Column("device_id", String(255), nullable=True),
+    Column("device_name", String(255), nullable=True),
+    Index("ix_sessions_device", "principal_id", "device_id"),
 )
 
 refresh_tokens = Table(
@@ -245,15 +249,79 @@ receipts = Table(
     Column("ts", BigInteger, nullable=False),
 )
 
+# Named monotonic counters (account-data versions, filter ids): UPDATE ... RETURNING under the row lock.
+counters = Table(
+    "counters",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", BigInteger, nullable=False),
+)
+
+# Per-user key/value JSON (Matrix account data): global when room_id is "", else per room.
+# `version` comes from the "account_data" counter, so a sync can ask "what changed after N".
+account_data = Table(
+    "account_data",
+    metadata,
+    Column("user_id", String(255), primary_key=True),
+    Column("room_id", String(255), primary_key=True),
+    Column("type", String(255), primary_key=True),
+    Column("content", Text, nullable=False),  # JSON object
+    Column("version", BigInteger, nullable=False),
+    Column("updated_ts", BigInteger, nullable=False),
+    Index("ix_account_data_version", "user_id", "version"),
+)
+
+# Matrix sync filters, numbered per user.
+filters = Table(
+    "filters",
+    metadata,
+    Column("user_id", String(255), primary_key=True),
+    Column("filter_id", BigInteger, primary_key=True),
+    Column("definition", Text, nullable=False),  # canonical JSON
+    Column("created_ts", BigInteger, nullable=False),
+)
+
+# Uploaded files; the bytes live under data_dir/media/, named by media_id.
+media = Table(
+    "media",
+    metadata,
+    Column("media_id", String(64), primary_key=True),
+    Column("uploader", String(255), nullable=False, index=True),
+    Column("content_type", String(255), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("upload_name", String(255), nullable=True),
+    Column("sha256", String(64), nullable=False),
+    Column("created_ts", BigInteger, nullable=False),
+)
+
+# Reports of events for trust & safety review.
+event_reports = Table(
+    "event_reports",
+    metadata,
+    Column("report_id", Integer, primary_key=True, autoincrement=True),
+    Column("room_id", String(255), nullable=False),
+    Column("event_id", String(64), nullable=False, index=True),
+    Column("reporter", String(255), nullable=False),
+    Column("reason", Text, nullable=True),
+    Column("score", Integer, nullable=True),
+    Column("created_ts", BigInteger, nullable=False),
+    Column("resolved_ts", BigInteger, nullable=True),
+)
+
 __all__ = [
+    "account_data",
     "agents",
     "audit_log",
     "claim_codes",
+    "counters",
     "current_state",
+    "event_reports",
     "events",
+    "filters",
     "handles",
     "humans",
     "login_challenges",
+    "media",
     "memberships",
     "metadata",
     "receipts",

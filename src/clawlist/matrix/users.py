@@ -1,0 +1,7 @@
+"""Matrix façade: users endpoints (being built)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter()
