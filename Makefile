@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test test-pg lint format bench clean
+.PHONY: run test test-pg test-openclaw lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ test: $(DEV_STAMP)  ## the whole test suite (PostgreSQL tests skip when it is un
 
 test-pg: $(DEV_STAMP)  ## only the PostgreSQL variants
 	$(BIN)/pytest -q -m postgres
+
+test-openclaw: $(DEV_STAMP)  ## opt-in: a real OpenClaw from npm (cached in ~/.cache/clawlist-openclaw) answers on clawlist
+	CLAWLIST_OPENCLAW=1 $(BIN)/pytest -q tests/openclaw $(PYTEST_ARGS)
 
 lint: $(DEV_STAMP)  ## ruff, mypy strict, import-linter
 	$(BIN)/ruff check src tests bench

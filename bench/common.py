@@ -29,6 +29,9 @@ def start_server(
         "CLAWLIST_DATA_DIR": str(data_dir),
         "CLAWLIST_REGISTRATION": "open",
         "CLAWLIST_LOG_LEVEL": "warning",
+        # benchmarks measure throughput, not the per-agent send rate limit
+        "CLAWLIST_SEND_RATE_PER_SECOND": "1000000",
+        "CLAWLIST_SEND_RATE_BURST": "1000000",
         **(extra_env or {}),
     }
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -88,7 +88,9 @@ class Settings(BaseSettings):
     # identity
     access_token_ttl_seconds: int = Field(900, ge=10, description="Lifetime of an access token (JWT).")
     refresh_token_ttl_seconds: int = Field(30 * 86400, ge=60, description="Lifetime of a refresh token.")
-    challenge_ttl_seconds: int = Field(300, ge=5, description="Lifetime of a login challenge nonce.")
+    challenge_ttl_seconds: int = Field(
+        300, ge=5, description="Lifetime of a login challenge nonce and of a Matrix login token."
+    )
     claim_code_ttl_seconds: int = Field(3600, ge=60, description="Lifetime of an agent claim code.")
     jwt_secret: str | None = Field(
         None, description="HMAC key for access tokens; by default generated once and kept in the database."

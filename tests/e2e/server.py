@@ -47,6 +47,9 @@ def running_server(
         "CLAWLIST_PORT": str(port),
         "CLAWLIST_DATA_DIR": str(workdir / "data"),
         "CLAWLIST_SERVER_NAME": "e2e.local",
+        # these tests send in bursts on purpose; the send rate limit has its own tests
+        "CLAWLIST_SEND_RATE_PER_SECOND": "1000000",
+        "CLAWLIST_SEND_RATE_BURST": "1000000",
         **(env_extra or {}),
     }
     workdir.mkdir(parents=True, exist_ok=True)

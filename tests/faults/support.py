@@ -47,6 +47,9 @@ class ServerProcess:
             "CLAWLIST_DATA_DIR": str(workdir / "data"),
             "CLAWLIST_SERVER_NAME": "faults.local",
             "CLAWLIST_REGISTRATION": "open",
+            # these tests send in bursts on purpose; the send rate limit has its own tests
+            "CLAWLIST_SEND_RATE_PER_SECOND": "1000000",
+            "CLAWLIST_SEND_RATE_BURST": "1000000",
             **(env_extra or {}),
         }
         self.process: subprocess.Popen[bytes] | None = None

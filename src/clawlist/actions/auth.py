@@ -16,7 +16,7 @@ from clawlist.actions import audit
 from clawlist.actions.actor import Actor, PrincipalKind, require_admin
 from clawlist.actions.passwords import verify_password
 from clawlist.actions.services import Services
-from clawlist.actions.users import resolve_agent
+from clawlist.actions.users import AgentRecord, resolve_agent
 from clawlist.core.errors import ClawlistError, forbidden, not_found, unauthorized
 from clawlist.core.keys import verify_signature
 from clawlist.core.tokens import hash_secret, new_opaque_id, new_secret
@@ -156,15 +156,26 @@ async def login_with_password(svc: Services, identifier: str, password: str) -> 
             raise ClawlistError(403, "M_USER_DEACTIVATED", "this account is deactivated")
         scope: Literal["full", "read"] = "read" if human.role == "observer" else "full"
         return await _start_session(svc, human.human_id, "human", scope=scope, label="password login")
+    agent = await check_agent_password(svc, identifier, password)
+    return await _start_session(svc, agent.user_id, "agent", scope="full", label="password login")
+
+
+async def check_agent_password(svc: Services, user_ref: str, password: str) -> AgentRecord:
+    """The agent behind `user_ref` if `password` is its password; one 403 for every failure, so the
+    answer (and, thanks to the dummy hash, the time taken) does not tell which agents exist."""
+    failure = ClawlistError(403, "M_FORBIDDEN", "invalid username or password")
+    if not isinstance(user_ref, str) or not isinstance(password, str) or not user_ref:
+        raise failure
     try:
         async with svc.db.read() as conn:
-            agent = await resolve_agent(conn, identifier, svc.settings.server_name)
-        password_hash = agent.password_hash
+            agent: AgentRecord | None = await resolve_agent(conn, user_ref, svc.settings.server_name)
     except ClawlistError:
-        agent, password_hash = None, None
-    if not await verify_password(password_hash, password) or agent is None:
+        agent = None
+    if not await verify_password(agent.password_hash if agent else None, password) or agent is None:
         raise failure
-    return await _start_session(svc, agent.user_id, "agent", scope="full", label="password login")
+    if agent.deactivated_ts is not None:
+        raise ClawlistError(403, "M_USER_DEACTIVATED", "this account is deactivated")
+    return agent
 
 
 async def _start_session(
@@ -184,12 +195,12 @@ async def _start_session(
                 created_ts=now,
             )
         )
-        refresh = await _issue_refresh(svc, conn, session_id, now)
-    access = await _issue_access(svc, principal_id, kind, session_id, scope, now)
+        refresh = await issue_refresh_token(svc, conn, session_id, now)
+    access = await issue_access_token(svc, principal_id, kind, session_id, scope, now)
     return TokenPair(access, refresh, svc.settings.access_token_ttl_seconds, principal_id, session_id)
 
 
-async def _issue_refresh(svc: Services, conn: Any, session_id: str, now: int) -> str:
+async def issue_refresh_token(svc: Services, conn: Any, session_id: str, now: int) -> str:
     token = new_secret(svc.rng, REFRESH_PREFIX, 32)
     await conn.execute(
         refresh_tokens.insert().values(
@@ -202,7 +213,7 @@ async def _issue_refresh(svc: Services, conn: Any, session_id: str, now: int) ->
     return token
 
 
-async def _issue_access(
+async def issue_access_token(
     svc: Services, principal_id: str, kind: str, session_id: str, scope: str, now: int
 ) -> str:
     claims = {
@@ -249,7 +260,7 @@ async def refresh(svc: Services, refresh_token: str) -> TokenPair:
                 .values(used_ts=now)
             )
             if result.rowcount == 1:
-                new_refresh = await _issue_refresh(svc, conn, row.session_id, now)
+                new_refresh = await issue_refresh_token(svc, conn, row.session_id, now)
         if new_refresh is None:
             # Reuse of a rotated token means it leaked: revoke the whole family. The error is
             # raised after this transaction commits, or the revocation would roll back with it.
@@ -270,7 +281,9 @@ async def refresh(svc: Services, refresh_token: str) -> TokenPair:
     if new_refresh is None:
         forget_session(svc, row.session_id)
         raise unauthorized("refresh token reuse detected; this session is revoked, log in again")
-    access = await _issue_access(svc, row.principal_id, row.principal_kind, row.session_id, row.scope, now)
+    access = await issue_access_token(
+        svc, row.principal_id, row.principal_kind, row.session_id, row.scope, now
+    )
     return TokenPair(
         access, new_refresh, svc.settings.access_token_ttl_seconds, row.principal_id, row.session_id
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
 from collections import deque
@@ -132,7 +133,9 @@ class EphemeralHub:
             return []
         if not self.changes or self.changes[0].version > version + 1:
             return None
-        return [c for c in self.changes if c.version > version]
+        # Versions in the deque are consecutive, so the first wanted one is at a known index.
+        start = max(version + 1 - self.changes[0].version, 0)
+        return list(itertools.islice(self.changes, start, None))
 
     def typing_in(self, room_id: str) -> list[str]:
         now = self.clock.now_ms()

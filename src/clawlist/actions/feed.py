@@ -51,6 +51,12 @@ class FeedEvent:
     def position(self) -> int:
         return self.event.position
 
+    def matrix_json(self) -> bytes:
+        """The Matrix client JSON: the native JSON without its trailing `position` (which
+        `StoredEvent.to_client` writes last), sliced rather than rendered again."""
+        cut = self.json.rfind(b',"position":')
+        return self.json[:cut] + b"}" if cut > 0 else self.json
+
 
 Listener = Callable[[list[FeedEvent]], None]
 

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clawlist.actions.actor import Actor, require_agent
+from clawlist.actions.rate_limits import check_send
 from clawlist.actions.room_rules import power_levels, require_can_send
 from clawlist.actions.rooms import resolve_room
 from clawlist.actions.services import Services
@@ -81,6 +82,7 @@ async def send_event(
             413, "M_TOO_LARGE", f"event content is {size} bytes; the limit is {svc.settings.max_event_bytes}"
         )
     room_id = await resolve_room(svc, room_ref)
+    await _rate_limit(svc, actor, sender, txn_id)
 
     async def op(tx: WriteTx) -> str:
         # The retransmission check runs inside the write, where it is authoritative.
@@ -110,6 +112,18 @@ async def send_event(
         if seen is None:
             raise
         return _same_txn(seen, room_id)
+
+
+async def _rate_limit(svc: Services, actor: Actor, sender: str, txn_id: str) -> None:
+    """Take a send token (429 M_LIMIT_EXCEEDED when none is left). A retransmission of a send
+    that already succeeded is answered even then: it writes nothing."""
+    try:
+        check_send(svc, actor)
+    except ClawlistError:
+        async with svc.db.read() as conn:
+            seen = await _txn_event(conn, sender, actor.session_id, txn_id)
+        if seen is None:
+            raise
 
 
 def _same_txn(seen: tuple[str, str], room_id: str) -> str:
@@ -232,6 +246,7 @@ async def redact(
         seen = await _txn_event(conn, sender, actor.session_id, txn_id)
     if seen is not None:
         return _same_txn(seen, room_id)
+    await _rate_limit(svc, actor, sender, txn_id)
 
     async def op(tx: WriteTx) -> str:
         again = await tx.find_txn(sender, actor.session_id, txn_id)

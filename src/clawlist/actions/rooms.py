@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import and_, select
 from sqlalchemy.exc import IntegrityError
 
 from clawlist.actions import room_rules as rules
@@ -14,18 +14,21 @@ from clawlist.actions.room_rules import join_rule, power_levels, require_can_sen
 from clawlist.actions.services import Services
 from clawlist.actions.users import resolve_agent
 from clawlist.core import events as ev
-from clawlist.core import ids, membership, power
+from clawlist.core import ids, membership, power, presets
 from clawlist.core.errors import ClawlistError, bad_request, forbidden, not_found
 from clawlist.core.tokens import new_opaque_id
 from clawlist.storage.event_store import membership_of
 from clawlist.storage.event_writer import NewEvent, WriteTx
-from clawlist.storage.tables import room_aliases, rooms
+from clawlist.storage.tables import memberships, room_aliases, rooms
 
-PRESETS = ("private_chat", "trusted_private_chat", "public_chat")
+PRESETS = presets.PRESETS
 
 
 @dataclass
 class RoomSpec:
+    """A room to create. `is_public` lists it in the room directory; the preset (default:
+    `public_chat` when public, else `private_chat`) sets who may join and read."""
+
     name: str | None = None
     topic: str | None = None
     preset: str | None = None  # default: public_chat when public, else private_chat
@@ -40,55 +43,70 @@ class RoomSpec:
     join_rule: str | None = None
     metadata: dict[str, Any] | None = None
     dm_key: str | None = None
-    room_version: str = "10"
+    room_version: str = presets.DEFAULT_ROOM_VERSION
+    creation_content: dict[str, Any] | None = None
 
 
-def _validate_spec(spec: RoomSpec) -> None:
+def _validate_spec(spec: RoomSpec) -> tuple[str, list[dict[str, Any]], dict[str, Any]]:
+    """(preset, initial_state, creation_content), checked."""
     if spec.name is not None and (not isinstance(spec.name, str) or len(spec.name) > 255):
         raise bad_request("name must be a string of at most 255 characters")
     if spec.topic is not None and (not isinstance(spec.topic, str) or len(spec.topic) > 4000):
         raise bad_request("topic must be a string of at most 4000 characters")
-    if spec.preset is not None and spec.preset not in PRESETS:
-        raise bad_request(f"preset must be one of {', '.join(PRESETS)}")
-    if spec.join_rule is not None and spec.join_rule not in ("public", "invite", "knock"):
+    preset = presets.choose_preset(spec.preset, spec.is_public)
+    if spec.join_rule is not None and spec.join_rule not in ev.JOIN_RULES_ALLOWED:
         raise bad_request("join_rule must be public, invite or knock")
-    if spec.history_visibility is not None and spec.history_visibility not in (
-        "world_readable",
-        "shared",
-        "invited",
-        "joined",
-    ):
+    if spec.history_visibility is not None and spec.history_visibility not in presets.HISTORY_VISIBILITIES:
         raise bad_request("history_visibility must be world_readable, shared, invited or joined")
-    if spec.room_version not in ("10", "11"):
-        raise ClawlistError(400, "M_UNSUPPORTED_ROOM_VERSION", "room versions 10 and 11 are supported")
+    presets.check_room_version(spec.room_version)
     if len(spec.invite) > 100:
         raise bad_request("at most 100 invites at creation")
-    for item in spec.initial_state:
-        if (
-            not isinstance(item, dict)
-            or not isinstance(item.get("type"), str)
-            or not isinstance(item.get("content"), dict)
-        ):
-            raise bad_request("initial_state items need a string 'type' and an object 'content'")
-        ev.validate_event_type(item["type"])
-        ev.validate_state_key(item.get("state_key", ""))
+    if spec.room_type is not None and (
+        not isinstance(spec.room_type, str) or not 0 < len(spec.room_type) <= presets.MAX_ROOM_TYPE_LENGTH
+    ):
+        raise bad_request(f"room type must be 1-{presets.MAX_ROOM_TYPE_LENGTH} characters")
+    presets.check_power_override(spec.power_level_overrides)
+    initial_state = presets.check_initial_state(spec.initial_state)
+    creation = presets.check_creation_content(spec.creation_content)
+    return preset, initial_state, creation
 
 
 async def create_room(svc: Services, actor: Actor, spec: RoomSpec) -> str:
+    """Create a room: its first events in the spec's order (see `core.presets`)."""
     creator = require_agent(actor)
-    _validate_spec(spec)
+    preset, initial_state, creation = _validate_spec(spec)
+    room_type = spec.room_type or creation.get("type")
     server = svc.settings.server_name
     alias = (
-        ids.validate_alias(ids.alias_for(spec.alias_localpart, server), server)
+        ids.validate_alias(ids.alias_for(ids.check_text(spec.alias_localpart, "alias"), server), server)
         if spec.alias_localpart is not None
         else None
     )
     async with svc.db.read() as conn:
         invitees = [(await resolve_agent(conn, u, server)) for u in spec.invite]
+        me = await resolve_agent(conn, creator, server)
     if any(invitee.user_id == creator for invitee in invitees):
         raise bad_request("the creator is already in the room; do not invite yourself")
     invitees = list({invitee.user_id: invitee for invitee in invitees}.values())
-    preset = spec.preset or ("public_chat" if spec.is_public else "private_chat")
+    plan = presets.RoomPlan(
+        creator=creator,
+        creator_member=_member_content("join", me.display_name, me.avatar_url),
+        preset=preset,
+        room_version=spec.room_version,
+        room_type=room_type,
+        creation_content=creation,
+        power_override=spec.power_level_overrides,
+        alias=alias,
+        join_rule=spec.join_rule,
+        history_visibility=spec.history_visibility,
+        metadata=spec.metadata,
+        initial_state=initial_state,
+        name=spec.name,
+        topic=spec.topic,
+        invites=[(i.user_id, _member_content("invite", i.display_name, i.avatar_url)) for i in invitees],
+        is_direct=spec.is_direct,
+    )
+    planned = presets.initial_events(plan)
     room_id = ids.room_id_for(new_opaque_id(svc.rng, 18), server)
 
     async def op(tx: WriteTx) -> str:
@@ -105,7 +123,7 @@ async def create_room(svc: Services, actor: Actor, spec: RoomSpec) -> str:
             rooms.insert().values(
                 room_id=room_id,
                 creator=creator,
-                room_type=spec.room_type,
+                room_type=room_type,
                 is_public=spec.is_public,
                 is_direct=spec.is_direct,
                 dm_key=spec.dm_key,
@@ -117,53 +135,16 @@ async def create_room(svc: Services, actor: Actor, spec: RoomSpec) -> str:
             await conn.execute(
                 room_aliases.insert().values(alias=alias, room_id=room_id, creator=creator, created_ts=now)
             )
-        create_content: dict[str, Any] = {"room_version": spec.room_version}
-        if spec.room_version == "10":
-            create_content["creator"] = creator
-        if spec.room_type is not None:
-            create_content["type"] = spec.room_type
-
-        async def state(event_type: str, content: dict[str, Any], state_key: str = "") -> None:
+        for item in planned:
             await tx.append(
                 NewEvent(
-                    room_id=room_id, type=event_type, sender=creator, content=content, state_key=state_key
+                    room_id=room_id,
+                    type=item.type,
+                    sender=creator,
+                    content=item.content,
+                    state_key=item.state_key,
                 )
             )
-
-        await state(ev.CREATE, create_content)
-        me = await resolve_agent(conn, creator, server)
-        await state(ev.MEMBER, _member_content("join", me.display_name, me.avatar_url), creator)
-        levels = power.default_power_levels(creator)
-        if preset == "trusted_private_chat":
-            for invitee in invitees:
-                levels["users"][invitee.user_id] = power.OWNER
-        if spec.power_level_overrides:
-            levels = power.default_power_levels(creator, spec.power_level_overrides)
-        await state(ev.POWER_LEVELS, levels)
-        if alias is not None:
-            await state(ev.CANONICAL_ALIAS, {"alias": alias})
-        rule = spec.join_rule or ("public" if preset == "public_chat" else "invite")
-        await state(ev.JOIN_RULES, {"join_rule": rule})
-        visibility = spec.history_visibility or "shared"
-        await state(ev.HISTORY_VISIBILITY, {"history_visibility": visibility})
-        if spec.metadata is not None:
-            await state(ev.ROOM_METADATA, spec.metadata)
-        for item in spec.initial_state:
-            state_key = item.get("state_key", "")
-            if not isinstance(state_key, str):
-                raise bad_request("initial_state state_key must be a string")
-            if item["type"] == ev.MEMBER:
-                raise bad_request("initial_state may not contain membership events")
-            await state(item["type"], item["content"], state_key)
-        if spec.name is not None:
-            await state(ev.NAME, {"name": spec.name})
-        if spec.topic is not None:
-            await state(ev.TOPIC, {"topic": spec.topic})
-        for invitee in invitees:
-            content = _member_content("invite", invitee.display_name, invitee.avatar_url)
-            if spec.is_direct:
-                content["is_direct"] = True
-            await state(ev.MEMBER, content, invitee.user_id)
         return room_id
 
     try:
@@ -212,8 +193,14 @@ async def set_membership(
     reason: str | None = None,
     extra: dict[str, Any] | None = None,
     dm_participant: bool = False,
+    profile_update: bool = False,
 ) -> str:
-    """Change a membership; returns the event id (or the current one when nothing changes)."""
+    """Change a membership; returns the event id (or the current one when nothing changes).
+
+    A join accepting an invite keeps the invite's `is_direct`. With `profile_update`, a member who
+    is already joined and sends different `extra` (a per-room display name or avatar) gets a new
+    join event; otherwise joining a room one is in changes nothing.
+    """
     sender = require_agent(actor)
     room_id = await resolve_room(svc, room_ref)
     server = svc.settings.server_name
@@ -227,8 +214,24 @@ async def set_membership(
         await require_room(tx, room_id)
         sender_m = await rules.membership_of(tx, room_id, sender)
         target_m = sender_m if target == sender else await rules.membership_of(tx, room_id, target)
+        previous = (
+            await rules.state_content(tx, room_id, ev.MEMBER, target)
+            if new_membership == "join" and target_m in ("join", "invite")
+            else None
+        )
         if new_membership == "join" and target_m == "join":
-            return await _current_member_event(tx.conn, room_id, target)
+            current = await _current_member_event(tx.conn, room_id, target)
+            if not profile_update or not extra or previous is None:
+                return current
+            wanted = {**previous, **extra}
+            if reason:
+                wanted["reason"] = reason
+            if wanted == previous:
+                return current
+            stored = await tx.append(
+                NewEvent(room_id=room_id, type=ev.MEMBER, sender=sender, content=wanted, state_key=target)
+            )
+            return stored.event_id
         levels = await power_levels(tx, room_id)
         rule = await join_rule(tx, room_id)
         if dm_participant and new_membership == "join" and target_m != "ban":
@@ -247,6 +250,8 @@ async def set_membership(
             if new_membership in ("join", "invite")
             else {"membership": new_membership}
         )
+        if new_membership == "join":
+            content.update(membership.carried_into_join(previous))
         if reason:
             content["reason"] = reason
         if extra:
@@ -260,8 +265,6 @@ async def set_membership(
 
 
 async def _current_member_event(conn: Any, room_id: str, user_id: str) -> str:
-    from clawlist.storage.tables import memberships
-
     return str(
         (
             await conn.execute(
@@ -329,7 +332,8 @@ async def set_state(
         raise bad_request("change memberships with join, leave, invite, kick, ban and unban")
     if event_type == ev.CREATE:
         raise forbidden("m.room.create cannot be changed")
-    _validate_state_content(event_type, content)
+    ev.refuse_encryption(event_type)
+    ev.validate_state_content(event_type, content)
 
     async def op(tx: WriteTx) -> str:
         levels = await require_can_send(tx, room_id, sender, event_type, is_state=True)
@@ -343,17 +347,60 @@ async def set_state(
     return await svc.writer.run(op)
 
 
-def _validate_state_content(event_type: str, content: dict[str, Any]) -> None:
-    if event_type == ev.NAME and not isinstance(content.get("name", ""), str):
-        raise bad_request("m.room.name needs a string 'name'", "M_BAD_JSON")
-    if event_type == ev.TOPIC and not isinstance(content.get("topic", ""), str):
-        raise bad_request("m.room.topic needs a string 'topic'", "M_BAD_JSON")
-    if event_type == ev.JOIN_RULES and content.get("join_rule") not in ("public", "invite", "knock"):
-        raise bad_request("join_rule must be public, invite or knock", "M_BAD_JSON")
-    if event_type == ev.POWER_LEVELS:
-        for key in ("users", "events"):
-            if key in content and not isinstance(content[key], dict):
-                raise bad_request(f"power levels '{key}' must be an object", "M_BAD_JSON")
-            for value in (content.get(key) or {}).values():
-                if not isinstance(value, int) or isinstance(value, bool):
-                    raise bad_request("power levels must be integers", "M_BAD_JSON")
+async def set_member_state(
+    svc: Services, actor: Actor, room_ref: str, target_ref: str, content: dict[str, Any]
+) -> str:
+    """`PUT /state/m.room.member/{user}`: the membership APIs, reached through the state endpoint
+    (a per-room display name or avatar for oneself; join, leave, invite, kick, ban, unban)."""
+    sender = require_agent(actor)
+    if not isinstance(content, dict):
+        raise bad_request("state content must be a JSON object", "M_BAD_JSON")
+    room_id = await resolve_room(svc, room_ref)
+    async with svc.db.read() as conn:
+        target = (await resolve_agent(conn, target_ref, svc.settings.server_name)).user_id
+        current = await membership_of(conn, room_id, target)
+    action = membership.membership_for_state(sender, target, current, content.get("membership"))
+    reason = content.get("reason")
+    extra: dict[str, Any] = {}
+    for key in ("displayname", "avatar_url"):
+        value = content.get(key)
+        if value is not None:
+            extra[key] = ids.check_text(value, key, 1024)
+    if content.get("is_direct") is True:
+        extra["is_direct"] = True
+    if action in ("join", "invite"):
+        return await set_membership(
+            svc, actor, room_id, target, action, reason=reason, extra=extra, profile_update=True
+        )
+    if action == "kick":
+        return await kick(svc, actor, room_id, target, reason)
+    if action == "unban":
+        return await unban(svc, actor, room_id, target, reason)
+    return await set_membership(svc, actor, room_id, target, action, reason=reason)
+
+
+async def forget(svc: Services, actor: Actor, room_ref: str) -> str:
+    """Forget a room one has left. Only checked here: nothing is stored yet (see docs/matrix.md)."""
+    user_id = require_agent(actor)
+    room_id = await resolve_room(svc, room_ref)
+    async with svc.db.read() as conn:
+        await require_room(conn, room_id)
+        current = await membership_of(conn, room_id, user_id)
+    if current in ("join", "invite", "knock"):
+        raise ClawlistError(400, "M_UNKNOWN", f"{user_id} is still in {room_id}; leave it first")
+    return room_id
+
+
+async def joined_room_ids(svc: Services, actor: Actor) -> list[str]:
+    """The rooms the agent has joined (not those it is only invited to)."""
+    user_id = require_agent(actor)
+    async with svc.db.read() as conn:
+        return list(
+            (
+                await conn.execute(
+                    select(memberships.c.room_id)
+                    .where(and_(memberships.c.user_id == user_id, memberships.c.membership == "join"))
+                    .order_by(memberships.c.room_id)
+                )
+            ).scalars()
+        )

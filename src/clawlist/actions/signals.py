@@ -8,6 +8,7 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from clawlist.actions import account_data
 from clawlist.actions.actor import Actor, require_agent
 from clawlist.actions.ephemeral import PRESENCE_STATES
 from clawlist.actions.room_rules import require_joined
@@ -111,17 +112,27 @@ def get_presence(svc: Services, user_id: str) -> dict[str, Any]:
 
 
 async def send_receipt(
-    svc: Services, actor: Actor, room_ref: str, event_id: str, receipt_type: str = "m.read"
+    svc: Services,
+    actor: Actor,
+    room_ref: str,
+    event_id: str,
+    receipt_type: str = "m.read",
+    *,
+    thread_id: str | None = None,
 ) -> None:
+    """Mark an event read. `m.fully_read` is the read marker: it goes to the room's account data
+    (as Matrix wants), not to the receipts. `thread_id` is accepted and ignored: receipts here are
+    unthreaded."""
     user_id = require_agent(actor)
     room_id = await resolve_room(svc, room_ref)
     if receipt_type not in RECEIPT_TYPES:
         raise bad_request(f"receipt type must be one of {', '.join(RECEIPT_TYPES)}")
-    async with svc.db.read() as conn:
-        await require_joined(conn, room_id, user_id)
-        target = await get_event(conn, event_id)
-    if target is None or target.room_id != room_id:
-        raise not_found(f"no event {event_id} in this room")
+    if thread_id is not None and (not isinstance(thread_id, str) or not 0 < len(thread_id) <= 255):
+        raise bad_request("thread_id must be a string of 1-255 characters")
+    if receipt_type == "m.fully_read":
+        await set_read_markers(svc, actor, room_id, fully_read=event_id)
+        return
+    await _require_event_in_room(svc, room_id, user_id, event_id)
     ts = svc.clock.now_ms()
     values = {
         "room_id": room_id,
@@ -142,6 +153,40 @@ async def send_receipt(
             "receipt", room_id, user_id, {"event_id": event_id, "type": receipt_type, "ts": ts}
         )
     await mark_active(svc, user_id)
+
+
+async def _require_event_in_room(svc: Services, room_id: str, user_id: str, event_id: str) -> None:
+    async with svc.db.read() as conn:
+        await require_joined(conn, room_id, user_id)
+        target = await get_event(conn, event_id)
+    if target is None or target.room_id != room_id:
+        raise not_found(f"no event {event_id} in this room")
+
+
+async def set_read_markers(
+    svc: Services,
+    actor: Actor,
+    room_ref: str,
+    *,
+    fully_read: str | None = None,
+    read: str | None = None,
+    read_private: str | None = None,
+) -> None:
+    """Move the read marker (`m.fully_read`, room account data) and the read receipts at once."""
+    user_id = require_agent(actor)
+    room_id = await resolve_room(svc, room_ref)
+    for value in (fully_read, read, read_private):
+        if value is not None and not isinstance(value, str):
+            raise bad_request("read markers must be event ids", "M_BAD_JSON")
+    if fully_read is not None:
+        await _require_event_in_room(svc, room_id, user_id, fully_read)
+        await account_data.put(svc, actor, user_id, "m.fully_read", {"event_id": fully_read}, room_id)
+    if read is not None:
+        await send_receipt(svc, actor, room_id, read, "m.read")
+    if read_private is not None:
+        await send_receipt(svc, actor, room_id, read_private, "m.read.private")
+    if fully_read is not None and read is None and read_private is None:
+        await mark_active(svc, user_id)
 
 
 async def receipts_content(svc: Services, room_ids: list[str]) -> dict[str, dict[str, Any]]:

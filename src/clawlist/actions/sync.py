@@ -2,7 +2,8 @@
 
 A token is `s<position>_<ephemeral version>_<instance>`: the stream position is global, so a token
 works on any process; the ephemeral part is this process's, and on another process the current
-typing and receipt state of the agent's rooms is simply sent again.
+typing and receipt state of the agent's rooms is simply sent again. The Matrix sync
+(`actions/matrix_sync.py`) appends `_<account data version>`; `parse_token` reads both forms.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from clawlist.core.errors import ClawlistError, bad_request
 from clawlist.storage.event_store import event_from_row
 from clawlist.storage.tables import events, stream_counter
 
-TOKEN_RE = re.compile(r"^s(\d{1,19})_(\d{1,19})_([0-9a-f]{1,32})$")
+TOKEN_RE = re.compile(r"^s(\d{1,19})_(\d{1,19})_([0-9a-f]{1,32})(?:_(\d{1,19}))?$")
 INITIAL_TIMELINE = 20
 
 
@@ -35,16 +36,21 @@ class SyncToken:
     position: int
     ephemeral: int
     instance: str
+    account_data: int | None = None  # Matrix tokens only: the account-data version covered
 
     def render(self) -> str:
-        return f"s{self.position}_{self.ephemeral}_{self.instance}"
+        base = f"s{self.position}_{self.ephemeral}_{self.instance}"
+        return base if self.account_data is None else f"{base}_{self.account_data}"
 
 
 def parse_token(token: str) -> SyncToken:
     match = TOKEN_RE.match(token) if isinstance(token, str) else None
     if match is None:
         raise bad_request(f"invalid sync token {token!r}", "M_INVALID_PARAM")
-    return SyncToken(int(match.group(1)), int(match.group(2)), match.group(3))
+    extra = match.group(4)
+    return SyncToken(
+        int(match.group(1)), int(match.group(2)), match.group(3), None if extra is None else int(extra)
+    )
 
 
 async def sync(
@@ -59,7 +65,7 @@ async def sync(
     if since is None:
         return await _initial(svc, actor, timeline_limit or INITIAL_TIMELINE)
     token = parse_token(since)
-    if token.position > svc.feed.head and token.position > await _db_head(svc):
+    if token.position > svc.feed.head and token.position > await db_head(svc):
         raise ClawlistError(400, "M_INVALID_PARAM", "this sync token is from the future")
     viewer = await Viewer.load(svc, actor)
     # On another process the ephemeral version means nothing: send the current state once.
@@ -79,12 +85,12 @@ async def sync(
         if found or ephemeral_rooms or presence or time.monotonic() >= deadline:
             break
         position = reached
-        await _wait_any(svc, position, version, max(0.0, deadline - time.monotonic()))
+        await wait_any(svc, position, version, max(0.0, deadline - time.monotonic()))
     next_token = SyncToken(reached, version, hub.instance)
     return await _render(svc, viewer, found, ephemeral_rooms, presence, next_token)
 
 
-async def _db_head(svc: Services) -> int:
+async def db_head(svc: Services) -> int:
     async with svc.db.read() as conn:
         return int((await conn.execute(select(stream_counter.c.position))).scalar() or 0)
 
@@ -113,11 +119,14 @@ def _ephemeral_since(svc: Services, viewer: Viewer, version: int) -> list[Change
     if changes is None:
         return None
     return [
-        c for c in changes if (c.kind == "presence" and shares_room(c, viewer)) or c.room_id in viewer.joined
+        c
+        for c in changes
+        if (c.kind == "presence" and shares_room(c, viewer))
+        or (c.kind in ("typing", "receipt") and c.room_id in viewer.joined)
     ]
 
 
-async def _wait_any(svc: Services, position: int, version: int, timeout: float) -> None:
+async def wait_any(svc: Services, position: int, version: int, timeout: float) -> None:
     waits = [
         asyncio.ensure_future(svc.feed.wait_beyond(position, timeout)),
         asyncio.ensure_future(svc.ephemeral.wait_beyond(version, timeout)),
@@ -166,7 +175,7 @@ async def _render(
 async def _initial(svc: Services, actor: Actor, limit: int) -> dict[str, Any]:
     if not 1 <= limit <= svc.settings.max_page_size:
         raise bad_request(f"timeline limit must be 1-{svc.settings.max_page_size}")
-    head = max(svc.feed.head, await _db_head(svc))
+    head = max(svc.feed.head, await db_head(svc))
     viewer = await Viewer.load(svc, actor)
     found: list[FeedEvent] = []
     async with svc.db.read() as conn:

@@ -270,3 +270,20 @@ async def request_claim_code(svc: Services, actor: Actor) -> tuple[str, int]:
             )
         )
     return code, expires
+
+
+async def check_handle_available(svc: Services, handle: str) -> str:
+    """The normalised handle if an agent could register it now: 400 M_INVALID_USERNAME when it is not
+    a valid handle, M_EXCLUSIVE when reserved, M_USER_IN_USE when taken (now or ever before)."""
+    normal = ids.validate_handle(handle, svc.settings.reserved)
+    async with svc.db.read() as conn:
+        taken = (await conn.execute(select(handles.c.handle).where(handles.c.handle == normal))).first()
+    if taken is not None:
+        raise ClawlistError(400, "M_USER_IN_USE", f"handle {normal!r} is taken")
+    return normal
+
+
+async def find_agent(svc: Services, ref: str) -> AgentRecord:
+    """An agent by user id or handle; 404 M_NOT_FOUND when there is none."""
+    async with svc.db.read() as conn:
+        return await resolve_agent(conn, ref, svc.settings.server_name)

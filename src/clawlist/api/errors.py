@@ -73,17 +73,48 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(500, "M_UNKNOWN", "internal server error")
 
 
-class BodyLimitMiddleware:
-    """Refuse request bodies over `max_bytes` with 413 M_TOO_LARGE, before anything parses them."""
+# Paths whose bodies are streamed by their endpoint (never buffered here) under a larger limit: the
+# Matrix media upload. The value names the setting that holds the limit.
+STREAMED_BODY_PATHS: dict[str, str] = {
+    "/_matrix/media/v3/upload": "media_max_upload_bytes",
+    "/_matrix/media/r0/upload": "media_max_upload_bytes",
+}
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+
+class BodyLimitMiddleware:
+    """Refuse request bodies over the limit with 413 M_TOO_LARGE, before anything parses them.
+
+    The limit is `max_bytes`, except on the paths of `path_limits` (exact path -> bytes); by default
+    those are `STREAMED_BODY_PATHS`, with limits read from the app's settings (`app.state.settings`).
+    Bodies on those paths are not buffered: a declared Content-Length over the limit is refused at
+    once, and a chunked body is counted as the endpoint reads it (the read raises M_TOO_LARGE).
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int, path_limits: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.path_limits = path_limits
+
+    def _limit_for(self, scope: Scope) -> tuple[int, bool]:
+        """(limit, streamed) for this request's path."""
+        path = scope.get("path", "")
+        if self.path_limits is not None:
+            if path in self.path_limits:
+                return self.path_limits[path], True
+            return self.max_bytes, False
+        setting = STREAMED_BODY_PATHS.get(path)
+        if setting is None:
+            return self.max_bytes, False
+        app = scope.get("app")
+        settings = getattr(getattr(app, "state", None), "settings", None)
+        limit = getattr(settings, setting, None)
+        return (limit if isinstance(limit, int) else self.max_bytes), True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
             await self.app(scope, receive, send)
             return
+        limit, streamed = self._limit_for(scope)
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -91,12 +122,15 @@ class BodyLimitMiddleware:
                 except ValueError:
                     await error_response(400, "M_BAD_JSON", "invalid Content-Length")(scope, receive, send)
                     return
-                if declared > self.max_bytes:
-                    await self._too_large(scope, receive, send)
+                if declared > limit:
+                    await self._too_large(scope, receive, send, limit)
                     return
                 # The HTTP parser delivers exactly the declared length, so nothing to count.
                 await self.app(scope, receive, send)
                 return
+        if streamed:
+            await self.app(scope, _counting(receive, limit), send)
+            return
         chunks: list[bytes] = []
         size = 0
         more = True
@@ -106,8 +140,8 @@ class BodyLimitMiddleware:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
-                await self._too_large(scope, receive, send)
+            if size > limit:
+                await self._too_large(scope, receive, send, limit)
                 return
             chunks.append(chunk)
             more = message.get("more_body", False)
@@ -123,6 +157,22 @@ class BodyLimitMiddleware:
 
         await self.app(scope, replay, send)
 
-    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = error_response(413, "M_TOO_LARGE", f"request body is larger than {self.max_bytes} bytes")
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
+        response = error_response(413, "M_TOO_LARGE", f"request body is larger than {limit} bytes")
         await response(scope, receive, send)
+
+
+def _counting(receive: Receive, limit: int) -> Receive:
+    """`receive`, raising 413 M_TOO_LARGE (inside the endpoint that reads) once `limit` is passed."""
+    size = 0
+
+    async def counted() -> Message:
+        nonlocal size
+        message = await receive()
+        if message["type"] == "http.request":
+            size += len(message.get("body", b""))
+            if size > limit:
+                raise ClawlistError(413, "M_TOO_LARGE", f"request body is larger than {limit} bytes")
+        return message
+
+    return counted

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from clawlist.actions import auth, registration
+from clawlist.actions import auth, devices, registration
 from clawlist.actions.bootstrap import system_user_id
 from clawlist.actions.services import Services, build_services, start_services, stop_services
 from clawlist.settings import Settings
@@ -38,6 +38,10 @@ async def migrate(settings: Settings) -> tuple[str | None, str | None]:
 
 async def mint_agent_token(settings: Settings, user_id: str, label: str) -> auth.TokenPair:
     return await with_services(settings, lambda svc: auth.mint_static_token(svc, user_id, label=label))
+
+
+async def mint_login_token(settings: Settings, user_id: str) -> auth.Challenge:
+    return await with_services(settings, lambda svc: devices.mint_login_token(svc, user_id))
 
 
 async def create_registration_token(

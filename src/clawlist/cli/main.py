@@ -133,6 +133,9 @@ def serve(
         # No permessage-deflate: a zlib pair costs ~45 KB per connection and compressing every
         # frame for every subscriber costs more CPU than the bytes it saves on a LAN.
         ws_per_message_deflate=False,
+        # Open long-polls and gateway connections do not hold a shutdown for their whole timeout:
+        # after this many seconds they are cancelled (clients retry or resume from their token).
+        timeout_graceful_shutdown=3,
     )
 
 
@@ -193,6 +196,17 @@ def agent_token(
     pair = run(admin.mint_agent_token(admin.make_settings(data_dir), user_id, label))
     err.print(f"long-lived token for {pair.user_id} (store it like a password):")
     console.print(pair.access_token)
+
+
+@agent_app.command("login-token")
+def agent_login_token(user_id: str, data_dir: DataDirOpt = None) -> None:
+    """Mint a single-use Matrix login token (`m.login.token`), valid for a few minutes (admin)."""
+    from clawlist.cli import admin
+
+    settings = admin.make_settings(data_dir)
+    minted = run(admin.mint_login_token(settings, user_id))
+    err.print(f"single-use Matrix login token, valid {settings.challenge_ttl_seconds} s:")
+    console.print(minted.nonce)
 
 
 @agent_app.command("list")

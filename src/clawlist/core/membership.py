@@ -62,3 +62,25 @@ def check_transition(
             raise forbidden("your power level is too low to ban this user")
         return
     raise forbidden(f"membership {new_membership!r} cannot be set this way")
+
+
+#: Keys of a member event's content a user may set on their own membership (profile and flags).
+MEMBER_EXTRA_KEYS = ("displayname", "avatar_url", "is_direct", "reason")
+
+
+def carried_into_join(previous: dict[str, Any] | None) -> dict[str, Any]:
+    """What a join copies from the invite it accepts: `is_direct`, so the joiner's own member event
+    still says the room is a DM (clients decide "is this a DM" from it when `m.direct` is empty)."""
+    if previous and previous.get("membership") == "invite" and previous.get("is_direct") is True:
+        return {"is_direct": True}
+    return {}
+
+
+def membership_for_state(sender: str, target: str, target_membership: str | None, requested: object) -> str:
+    """The membership action a `PUT /state/m.room.member/{target}` asks for: one of join, leave,
+    invite, ban, kick, unban (knocking has no endpoint here)."""
+    if requested not in ("join", "leave", "invite", "ban"):
+        raise ClawlistError(400, "M_BAD_JSON", "membership must be join, leave, invite or ban")
+    if requested == "leave" and sender != target:
+        return "unban" if target_membership == "ban" else "kick"
+    return str(requested)
