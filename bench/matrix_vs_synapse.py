@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing as mp
 import shutil
 import subprocess
 import sys
@@ -168,22 +169,90 @@ def start_synapse(tmp: Path, python: str) -> tuple[str, subprocess.Popen[bytes]]
 # -- the workload
 
 
-async def workload(name: str, base: str, pid: int, args: argparse.Namespace) -> Figures:
-    from nio import AsyncClient, AsyncClientConfig, RoomMessageText, SyncResponse
+_DEFAULTS_BELOW: dict[int, bool] = {}
 
-    figures = Figures(name)
+
+def _has_defaults(schema: Any) -> bool:
+    """Whether any `default` appears in this (sub)schema; memoised, the schemas are module constants."""
+    key = id(schema)
+    found = _DEFAULTS_BELOW.get(key)
+    if found is None:
+        if isinstance(schema, dict):
+            found = "default" in schema or any(_has_defaults(v) for v in schema.values())
+        elif isinstance(schema, list):
+            found = any(_has_defaults(v) for v in schema)
+        else:
+            found = False
+        _DEFAULTS_BELOW[key] = found
+    return found
+
+
+def fill_defaults(instance: Any, schema: Any) -> None:
+    """What nio's validator does besides validating: fill in the schema's defaults (nio's event
+    parsers rely on them, e.g. `m.federate`). Walks properties, patternProperties,
+    additionalProperties, items and the *Of combinators."""
+    if not isinstance(schema, dict) or not _has_defaults(schema):
+        return
+    for key in ("allOf", "anyOf", "oneOf"):
+        for sub in schema.get(key, ()):
+            fill_defaults(instance, sub)
+    if isinstance(instance, dict):
+        properties = schema.get("properties", {})
+        for name, sub in properties.items():
+            if isinstance(sub, dict) and "default" in sub:
+                instance.setdefault(name, sub["default"])
+            if name in instance:
+                fill_defaults(instance[name], sub)
+        patterns = schema.get("patternProperties", {})
+        extra = schema.get("additionalProperties")
+        for name, value in instance.items():
+            if name in properties:
+                continue
+            for sub in patterns.values():  # nio's patterns are catch-alls (room ids, user ids)
+                fill_defaults(value, sub)
+            if isinstance(extra, dict):
+                fill_defaults(value, extra)
+    elif isinstance(instance, list) and isinstance(schema.get("items"), dict):
+        for item in instance:
+            fill_defaults(item, schema["items"])
+
+
+def skip_nio_schema_validation() -> None:
+    """matrix-nio checks every response and event against a JSON schema with `jsonschema`, which
+    costs more CPU than everything else the client does: with it, the one client process saturates
+    a core and measures itself, not the server. Only the defaults are filled in instead. The same
+    client runs against both servers."""
+    import nio.events.misc
+    import nio.responses
+
+    nio.responses.validate_json = fill_defaults
+    nio.events.misc.validate_json = fill_defaults
+
+
+async def setup(name: str, base: str, args: argparse.Namespace) -> tuple[list[dict[str, str]], list[str]]:
+    """Register the users, create the rooms, join everybody: returns credentials and room ids."""
+    from nio import AsyncClient, AsyncClientConfig
+
     config = AsyncClientConfig(encryption_enabled=False, store_sync_tokens=False)
     clients: list[Any] = []
+    credentials: list[dict[str, str]] = []
     for i in range(args.users):
         client = AsyncClient(base, f"bench{i:02d}", config=config)
         reply = await client.register(f"bench{i:02d}", PASSWORD)
         if not getattr(reply, "access_token", None):
             raise SystemExit(f"{name}: registering bench{i:02d} failed: {reply}")
         clients.append(client)
-    owner = clients[0]
+        credentials.append(
+            {
+                "user_id": reply.user_id,
+                "device_id": reply.device_id,
+                "token": reply.access_token,
+                "index": str(i),
+            }
+        )
     rooms = []
     for r in range(args.rooms):
-        reply = await owner.room_create(name=f"bench room {r}", preset=_public())
+        reply = await clients[0].room_create(name=f"bench room {r}", preset=_public())
         if not getattr(reply, "room_id", None):
             raise SystemExit(f"{name}: room_create failed: {reply}")
         rooms.append(reply.room_id)
@@ -192,24 +261,54 @@ async def workload(name: str, base: str, pid: int, args: argparse.Namespace) -> 
             reply = await client.join(room)
             if not getattr(reply, "room_id", None):
                 raise SystemExit(f"{name}: join failed: {reply}")
+    for client in clients:
+        await client.close()
+    return credentials, rooms
 
-    received: list[dict[str, set[str]]] = [{room: set() for room in rooms} for _ in clients]
-    latencies = figures.latencies
-    stop = asyncio.Event()
 
-    for index, client in enumerate(clients):
+def client_process(
+    base: str,
+    users: list[dict[str, str]],
+    rooms: list[str],
+    args: argparse.Namespace,
+    ready: Any,
+    go: Any,
+    out: Any,
+) -> None:
+    """One load-generator process: its users' /sync loops and senders."""
+    out.put(asyncio.run(_client_main(base, users, rooms, args, ready, go)))
+
+
+async def _client_main(
+    base: str, users: list[dict[str, str]], rooms: list[str], args: argparse.Namespace, ready: Any, go: Any
+) -> dict[str, Any]:
+    from nio import AsyncClient, AsyncClientConfig, RoomMessageText, SyncResponse
+
+    if not args.validate:
+        skip_nio_schema_validation()
+    config = AsyncClientConfig(encryption_enabled=False, store_sync_tokens=False)
+    clients: list[Any] = []
+    latencies: list[float] = []
+    received: list[dict[str, list[str]]] = []
+    for user in users:
+        client = AsyncClient(base, user["user_id"], device_id=user["device_id"], config=config)
+        client.restore_login(user["user_id"], user["device_id"], user["token"])
         first = await client.sync(timeout=0, full_state=True)
         if not isinstance(first, SyncResponse):
-            raise SystemExit(f"{name}: first sync failed: {first}")
+            raise SystemExit(f"first sync failed: {first}")
+        got: dict[str, list[str]] = {room: [] for room in rooms}
+        received.append(got)
 
-        def on_message(room: Any, event: Any, index: int = index) -> None:
+        def on_message(room: Any, event: Any, got: dict[str, list[str]] = got) -> None:
             sent_at_us = event.source.get("content", {}).get("sent_at_us")
             if not isinstance(sent_at_us, int):
                 return
             latencies.append(time.time() - sent_at_us / 1e6)
-            received[index].setdefault(room.room_id, set()).add(event.event_id)
+            got.setdefault(room.room_id, []).append(event.event_id)
 
         client.add_event_callback(on_message, RoomMessageText)
+        clients.append(client)
+    stop = asyncio.Event()
 
     async def sync_loop(client: Any) -> None:
         while not stop.is_set():
@@ -225,35 +324,68 @@ async def workload(name: str, base: str, pid: int, args: argparse.Namespace) -> 
             reply = await client.room_send(room, "m.room.message", content)
             event_id = getattr(reply, "event_id", None)
             if event_id is None:
-                raise SystemExit(f"{name}: send failed: {reply}")
+                raise SystemExit(f"send failed: {reply}")
             sent.append((room, event_id))
         return sent
 
     loops = [asyncio.create_task(sync_loop(c)) for c in clients]
-    cpu0 = cpu_seconds(pid)
-    rss = PeakRss(pid)
-    t0 = time.monotonic()
-    all_sent = await asyncio.gather(*(sender(i, c) for i, c in enumerate(clients)))
-    figures.send_seconds = time.monotonic() - t0
-    sent = [item for batch in all_sent for item in batch]
-    figures.sent = len(sent)
-    figures.expected_deliveries = len(sent) * len(clients)  # every user is in every room
-
-    def missing() -> int:
-        return sum(1 for got in received for room, event_id in sent if event_id not in got.get(room, ()))
-
+    ready.put(len(clients))
+    await asyncio.get_running_loop().run_in_executor(None, go.wait)
+    started = time.time()
+    batches = await asyncio.gather(*(sender(int(u["index"]), c) for u, c in zip(users, clients, strict=True)))
+    finished = time.time()
+    everyone = args.users * args.messages  # every user is in every room: each receives every message
     deadline = time.monotonic() + args.drain_seconds
-    while (gap := missing()) and time.monotonic() < deadline:
-        await asyncio.sleep(0.5)
-    figures.missing = gap
-    figures.cpu_s = cpu_seconds(pid) - cpu0
-    figures.peak_rss_mb = rss.stop()
+    while time.monotonic() < deadline and any(sum(map(len, got.values())) < everyone for got in received):
+        await asyncio.sleep(0.2)
     stop.set()
     for task in loops:
         task.cancel()
     await asyncio.gather(*loops, return_exceptions=True)
     for client in clients:
         await client.close()
+    return {
+        "sent": [item for batch in batches for item in batch],
+        "started": started,
+        "finished": finished,
+        "latencies": latencies,
+        "received": received,
+    }
+
+
+def workload(name: str, base: str, pid: int, args: argparse.Namespace) -> Figures:
+    credentials, rooms = asyncio.run(setup(name, base, args))
+    context = mp.get_context("spawn")
+    ready, go, out = context.Queue(), context.Event(), context.Queue()
+    groups = [credentials[i :: args.client_procs] for i in range(args.client_procs)]
+    procs = [
+        context.Process(target=client_process, args=(base, group, rooms, args, ready, go, out))
+        for group in groups
+        if group
+    ]
+    for proc in procs:
+        proc.start()
+    waiting = len(credentials)
+    while waiting:
+        waiting -= ready.get(timeout=300)
+    cpu0 = cpu_seconds(pid)
+    rss = PeakRss(pid)
+    go.set()
+    results = [out.get(timeout=600 + args.drain_seconds) for _ in procs]
+    for proc in procs:
+        proc.join(30)
+    figures = Figures(name)
+    figures.cpu_s = cpu_seconds(pid) - cpu0
+    figures.peak_rss_mb = rss.stop()
+    sent = [item for r in results for item in r["sent"]]
+    figures.sent = len(sent)
+    figures.send_seconds = max(r["finished"] for r in results) - min(r["started"] for r in results)
+    figures.latencies = [lat for r in results for lat in r["latencies"]]
+    received = [{room: set(ids) for room, ids in got.items()} for r in results for got in r["received"]]
+    figures.expected_deliveries = len(sent) * len(received)
+    figures.missing = sum(
+        1 for got in received for room, event_id in sent if event_id not in got.get(room, ())
+    )
     return figures
 
 
@@ -285,6 +417,10 @@ def main() -> None:
     parser.add_argument("--only", choices=["clawlist", "synapse"])
     parser.add_argument("--synapse-python", default=".venv-synapse/bin/python")
     parser.add_argument("--drain-seconds", type=float, default=60.0)
+    parser.add_argument("--client-procs", type=int, default=1, help="load-generator processes")
+    parser.add_argument(
+        "--validate", action="store_true", help="keep matrix-nio's JSON-schema checks (slower client)"
+    )
     args = parser.parse_args()
     results: dict[str, Figures] = {}
     tmp = Path(tempfile.mkdtemp(prefix="clawlist-vs-synapse-"))
@@ -300,7 +436,7 @@ def main() -> None:
             )
             try:
                 print(f"running the workload against {name} ...", file=sys.stderr, flush=True)
-                results[name] = asyncio.run(workload(name, base, proc.pid, args))
+                results[name] = workload(name, base, proc.pid, args)
             finally:
                 proc.terminate()
                 proc.wait(30)
