@@ -9,7 +9,6 @@ and is disconnected with a code it can resume from, so server memory stays flat.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
 from collections.abc import Callable
 
@@ -229,22 +228,3 @@ def shares_room(change: Change, viewer: Viewer) -> bool:
         return True
     rooms = change.data.get("rooms") or ()
     return any(room in viewer.joined for room in rooms)
-
-
-class TokenBucket:
-    """Sends per second for one connection: `rate` per second, bursts up to `burst`."""
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate, self.burst = rate, burst
-        self.tokens = burst
-        self.stamp = time.monotonic()
-
-    def take(self) -> float:
-        """0 when allowed; otherwise the seconds until a token is available."""
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return 0.0
-        return (1 - self.tokens) / self.rate

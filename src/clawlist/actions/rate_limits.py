@@ -11,49 +11,36 @@ Time comes from the injected clock, so tests control refills.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 from clawlist.actions.actor import Actor
 from clawlist.actions.services import Services
 from clawlist.core.errors import ClawlistError
+from clawlist.core.rate import TokenBucket
 
 CACHE_KEY = "send_rate_limiter"
 #: Buckets kept before the full (idle) ones are dropped; a dropped bucket is simply full again.
 MAX_BUCKETS = 100_000
 
 
-@dataclass
-class _Bucket:
-    tokens: float
-    stamp_ms: int
-
-
 class SendRateLimiter:
     def __init__(self, rate_per_second: float, burst: float) -> None:
         self.rate = rate_per_second
         self.burst = burst
-        self._buckets: dict[str, _Bucket] = {}
-
-    def _refilled(self, bucket: _Bucket, now_ms: int) -> float:
-        elapsed = max(0, now_ms - bucket.stamp_ms) / 1000
-        return min(self.burst, bucket.tokens + elapsed * self.rate)
+        self._buckets: dict[str, TokenBucket] = {}
 
     def take(self, key: str, now_ms: int) -> int:
         """0 when a token was taken; otherwise the milliseconds until one is available."""
+        now = now_ms / 1000
         bucket = self._buckets.get(key)
         if bucket is None:
             if len(self._buckets) >= MAX_BUCKETS:
-                self._prune(now_ms)
-            bucket = self._buckets[key] = _Bucket(self.burst, now_ms)
-        bucket.tokens = self._refilled(bucket, now_ms)
-        bucket.stamp_ms = now_ms
-        if bucket.tokens >= 1:
-            bucket.tokens -= 1
-            return 0
-        return max(1, math.ceil((1 - bucket.tokens) / self.rate * 1000))
+                self._prune(now)
+            bucket = self._buckets[key] = TokenBucket.full(self.rate, self.burst, now)
+        wait = bucket.take(now)
+        return 0 if wait == 0 else max(1, math.ceil(wait * 1000))
 
-    def _prune(self, now_ms: int) -> None:
-        full = [k for k, b in self._buckets.items() if self._refilled(b, now_ms) >= self.burst]
+    def _prune(self, now: float) -> None:
+        full = [k for k, b in self._buckets.items() if b.level(now) >= self.burst]
         for key in full:
             del self._buckets[key]
         if len(self._buckets) >= MAX_BUCKETS:

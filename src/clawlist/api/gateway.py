@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any
 
 import orjson
@@ -18,7 +19,7 @@ from websockets.protocol import State
 
 from clawlist.actions import auth, messages, signals
 from clawlist.actions.actor import Actor
-from clawlist.actions.live import FrameSink, LiveSession, SlowConsumer, TokenBucket
+from clawlist.actions.live import FrameSink, LiveSession, SlowConsumer
 from clawlist.actions.services import Services
 from clawlist.core.errors import ClawlistError
 from clawlist.core.gateway_protocol import (
@@ -33,6 +34,7 @@ from clawlist.core.gateway_protocol import (
     CLOSE_TOKEN_EXPIRED,
     CLOSE_UNKNOWN,
 )
+from clawlist.core.rate import TokenBucket
 
 log = logging.getLogger(__name__)
 router = APIRouter()
@@ -82,7 +84,9 @@ class _Connection:
         self.settings = svc.settings
         self.actor: Actor | None = None
         self.session: LiveSession | None = None
-        self.bucket = TokenBucket(self.settings.gateway_sends_per_second, self.settings.gateway_send_burst)
+        self.bucket = TokenBucket.full(
+            self.settings.gateway_sends_per_second, self.settings.gateway_send_burst, time.monotonic()
+        )
         self.violations = 0
         self.last_heartbeat = asyncio.get_running_loop().time()
         self.seq = 0
@@ -336,7 +340,7 @@ class _Connection:
     async def _send(self, data: dict[str, Any]) -> None:
         assert self.actor is not None
         txn_id = data.get("txn_id")
-        wait = self.bucket.take()
+        wait = self.bucket.take(time.monotonic())
         if wait > 0:
             self.violations += 1
             if self.violations > self.settings.gateway_abuse_limit:
