@@ -707,3 +707,15 @@ async def test_include_leave_on_initial_sync(client, reg_token):
     rejected = body["rooms"]["leave"][declined]["timeline"]["events"]
     assert [(e["type"], e["content"]["membership"]) for e in rejected] == [("m.room.member", "leave")]
     assert body["rooms"]["leave"][declined]["state"]["events"] == []
+
+    # a forgotten room is no longer in include_leave, until a new membership brings it back
+    forget = await client.post(f"/_matrix/client/v3/rooms/{room}/forget", headers=bob.headers, json={})
+    assert forget.status_code == 200, forget.text
+    body = await _sync(client, bob, filter=json.dumps({"room": {"include_leave": True}}))
+    assert room not in body["rooms"]["leave"] and declined in body["rooms"]["leave"]
+    for step, who in (("invite", alice), ("leave", bob)):
+        extra = {"user_id": bob.user_id} if step == "invite" else {}
+        r = await client.post(f"{API}/rooms/{room}/{step}", headers=who.headers, json=extra)
+        assert r.status_code == 200, r.text
+    body = await _sync(client, bob, filter=json.dumps({"room": {"include_leave": True}}))
+    assert room in body["rooms"]["leave"]

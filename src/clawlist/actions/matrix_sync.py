@@ -38,7 +38,7 @@ from clawlist.core import events as ev
 from clawlist.core.errors import bad_request
 from clawlist.core.filters import Filter, select_fields
 from clawlist.storage.event_store import StoredEvent, event_from_row
-from clawlist.storage.tables import current_state, events, memberships
+from clawlist.storage.tables import current_state, events, forgotten_rooms, memberships
 
 SET_PRESENCE = ("online", "offline", "unavailable")
 #: State an invitee sees before joining (stripped: type, state_key, sender, content).
@@ -111,9 +111,25 @@ _OWN_MEMBER = (
     .where(and_(memberships.c.room_id == bindparam("room_id"), memberships.c.user_id == bindparam("me")))
 )
 
-_LEFT = (
+_LEFT = (  # rooms left or banned from, minus those forgotten since (rooms.forget)
     select(memberships.c.room_id, memberships.c.position)
-    .where(and_(memberships.c.user_id == bindparam("me"), memberships.c.membership.in_(("leave", "ban"))))
+    .select_from(
+        memberships.outerjoin(
+            forgotten_rooms,
+            and_(
+                forgotten_rooms.c.user_id == memberships.c.user_id,
+                forgotten_rooms.c.room_id == memberships.c.room_id,
+                forgotten_rooms.c.position == memberships.c.position,
+            ),
+        )
+    )
+    .where(
+        and_(
+            memberships.c.user_id == bindparam("me"),
+            memberships.c.membership.in_(("leave", "ban")),
+            forgotten_rooms.c.room_id.is_(None),
+        )
+    )
     .order_by(memberships.c.room_id)
 )
 _WAS_MEMBER = (

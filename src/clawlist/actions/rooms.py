@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import and_, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from clawlist.actions import room_rules as rules
@@ -19,7 +21,7 @@ from clawlist.core.errors import ClawlistError, bad_request, forbidden, not_foun
 from clawlist.core.tokens import new_opaque_id
 from clawlist.storage.event_store import membership_of
 from clawlist.storage.event_writer import NewEvent, WriteTx
-from clawlist.storage.tables import memberships, room_aliases, rooms
+from clawlist.storage.tables import forgotten_rooms, memberships, room_aliases, rooms
 
 PRESETS = presets.PRESETS
 
@@ -380,14 +382,30 @@ async def set_member_state(
 
 
 async def forget(svc: Services, actor: Actor, room_ref: str) -> str:
-    """Forget a room one has left. Only checked here: nothing is stored yet (see docs/matrix.md)."""
+    """Forget a room one has left: it no longer appears in the agent's syncs (`include_leave`)
+    until its membership changes again (a new invite or join brings it back)."""
     user_id = require_agent(actor)
     room_id = await resolve_room(svc, room_ref)
-    async with svc.db.read() as conn:
+    async with svc.db.write() as conn:
         await require_room(conn, room_id)
-        current = await membership_of(conn, room_id, user_id)
-    if current in ("join", "invite", "knock"):
-        raise ClawlistError(400, "M_UNKNOWN", f"{user_id} is still in {room_id}; leave it first")
+        row = (
+            await conn.execute(
+                select(memberships.c.membership, memberships.c.position).where(
+                    and_(memberships.c.room_id == room_id, memberships.c.user_id == user_id)
+                )
+            )
+        ).first()
+        if row is not None and row.membership in ("join", "invite", "knock"):
+            raise ClawlistError(400, "M_UNKNOWN", f"{user_id} is still in {room_id}; leave it first")
+        if row is None:
+            return room_id  # never a member: nothing to forget
+        values = {"position": int(row.position), "forgotten_ts": svc.clock.now_ms()}
+        insert = sqlite_insert(forgotten_rooms) if svc.db.is_sqlite else pg_insert(forgotten_rooms)
+        await conn.execute(
+            insert.values(user_id=user_id, room_id=room_id, **values).on_conflict_do_update(
+                index_elements=["user_id", "room_id"], set_=values
+            )
+        )
     return room_id
 
 

@@ -308,6 +308,17 @@ event_reports = Table(
     Column("resolved_ts", BigInteger, nullable=True),
 )
 
+# Rooms a user forgot after leaving (Matrix /forget): hidden from their syncs while their membership
+# is still the one they forgot at (`position`); a later join or invite brings the room back.
+forgotten_rooms = Table(
+    "forgotten_rooms",
+    metadata,
+    Column("user_id", String(255), primary_key=True),
+    Column("room_id", String(255), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+    Column("forgotten_ts", BigInteger, nullable=False),
+)
+
 __all__ = [
     "account_data",
     "agents",
@@ -318,6 +329,7 @@ __all__ = [
     "event_reports",
     "events",
     "filters",
+    "forgotten_rooms",
     "handles",
     "humans",
     "login_challenges",
