@@ -14,16 +14,15 @@ since the token go to `invite` (stripped state) or `leave` (the timeline up to t
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Executable, Result, and_, bindparam, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import and_, or_, select
 
 from clawlist.actions import account_data
+from clawlist.actions import matrix_sync_reads as reads
 from clawlist.actions.actor import Actor
 from clawlist.actions.ephemeral import Change
 from clawlist.actions.feed import FeedEvent
@@ -38,7 +37,7 @@ from clawlist.core import events as ev
 from clawlist.core.errors import bad_request
 from clawlist.core.filters import Filter, select_fields
 from clawlist.storage.event_store import StoredEvent, event_from_row
-from clawlist.storage.tables import current_state, events, forgotten_rooms, memberships
+from clawlist.storage.tables import current_state, events, memberships
 
 SET_PRESENCE = ("online", "offline", "unavailable")
 #: State an invitee sees before joining (stripped: type, state_key, sender, content).
@@ -53,121 +52,6 @@ INVITE_STATE_TYPES = (
 )
 #: Events read per room, at most, looking for timeline events that pass a restrictive filter.
 MAX_SCAN = 2000
-HEROES = 5
-
-_TAIL = (
-    select(events)
-    .where(
-        and_(
-            events.c.room_id == bindparam("room_id"),
-            events.c.position > bindparam("after"),
-            events.c.position <= bindparam("upper"),
-        )
-    )
-    .order_by(events.c.position.desc())
-    .limit(bindparam("n"))
-)
-_GAP_STATE = (
-    select(events)
-    .where(
-        and_(
-            events.c.room_id == bindparam("room_id"),
-            events.c.position > bindparam("after"),
-            events.c.position < bindparam("before"),
-            events.c.state_key.is_not(None),
-        )
-    )
-    .order_by(events.c.position)
-)
-_MEMBER_COUNTS = (
-    select(memberships.c.membership, func.count().label("n"))
-    .where(
-        and_(memberships.c.room_id == bindparam("room_id"), memberships.c.membership.in_(("join", "invite")))
-    )
-    .group_by(memberships.c.membership)
-)
-_NAMED = select(func.count()).where(
-    and_(
-        current_state.c.room_id == bindparam("room_id"),
-        current_state.c.type.in_((ev.NAME, ev.CANONICAL_ALIAS)),
-        current_state.c.state_key == "",
-    )
-)
-_HEROES = (
-    select(memberships.c.user_id)
-    .where(
-        and_(
-            memberships.c.room_id == bindparam("room_id"),
-            memberships.c.membership.in_(("join", "invite")),
-            memberships.c.user_id != bindparam("me"),
-        )
-    )
-    .order_by(memberships.c.position)
-    .limit(HEROES)
-)
-_OWN_MEMBER = (
-    select(events)
-    .select_from(memberships.join(events, events.c.event_id == memberships.c.event_id))
-    .where(and_(memberships.c.room_id == bindparam("room_id"), memberships.c.user_id == bindparam("me")))
-)
-
-_LEFT = (  # rooms left or banned from, minus those forgotten since (rooms.forget)
-    select(memberships.c.room_id, memberships.c.position)
-    .select_from(
-        memberships.outerjoin(
-            forgotten_rooms,
-            and_(
-                forgotten_rooms.c.user_id == memberships.c.user_id,
-                forgotten_rooms.c.room_id == memberships.c.room_id,
-                forgotten_rooms.c.position == memberships.c.position,
-            ),
-        )
-    )
-    .where(
-        and_(
-            memberships.c.user_id == bindparam("me"),
-            memberships.c.membership.in_(("leave", "ban")),
-            forgotten_rooms.c.room_id.is_(None),
-        )
-    )
-    .order_by(memberships.c.room_id)
-)
-_WAS_MEMBER = (
-    select(events.c.position)
-    .where(
-        and_(
-            events.c.room_id == bindparam("room_id"),
-            events.c.type == ev.MEMBER,
-            events.c.state_key == bindparam("me"),
-            events.c.position < bindparam("stop"),
-            events.c.content.contains('"membership":"join"'),
-        )
-    )
-    .limit(1)
-)
-
-
-class _Reader:
-    """A read connection opened at the first statement: most incremental syncs need none."""
-
-    def __init__(self, svc: Services) -> None:
-        self.svc = svc
-        self._stack: contextlib.AsyncExitStack | None = None
-        self._conn: AsyncConnection | None = None
-
-    async def execute(self, statement: Executable, params: dict[str, Any] | None = None) -> Result[Any]:
-        if self._conn is None:
-            self._stack = contextlib.AsyncExitStack()
-            self._conn = await self._stack.enter_async_context(self.svc.db.read())
-        return await self._conn.execute(statement, params)
-
-    async def __aenter__(self) -> _Reader:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self._stack is not None:
-            await self._stack.aclose()
-            self._stack = self._conn = None
 
 
 @dataclass
@@ -273,7 +157,7 @@ class _Sync:
         viewer = await Viewer.load(svc, self.actor)
         items = await account_data.changed_since(svc, self.me, 0)
         acct = max((i.version for i in items), default=0)
-        async with _Reader(svc) as conn:
+        async with reads.LazyReader(svc) as conn:
             for room_id in sorted(viewer.joined):
                 if self.filt.allows_room(room_id):
                     self.join[room_id] = await self._full_room(conn, room_id, head, None)
@@ -288,21 +172,21 @@ class _Sync:
         token = SyncToken(head, version, svc.ephemeral.instance, acct)
         return self._response(token, presence, self._global_account_data(items))
 
-    async def _left_rooms(self, conn: _Reader) -> None:
+    async def _left_rooms(self, conn: reads.LazyReader) -> None:
         """`include_leave` on an initial sync: rooms left (or banned from), as they were at the leave;
         the timeline only holds the caller's own membership events if they never joined."""
-        rows = (await conn.execute(_LEFT, {"me": self.me})).all()
+        rows = (await conn.execute(reads.LEFT, {"me": self.me})).all()
         for row in rows:
             room_id, stop = str(row.room_id), int(row.position)
             if not self.filt.allows_room(room_id):
                 continue
             was_member = (
-                await conn.execute(_WAS_MEMBER, {"room_id": room_id, "me": self.me, "stop": stop})
+                await conn.execute(reads.WAS_MEMBER, {"room_id": room_id, "me": self.me, "stop": stop})
             ).first()
             if was_member is not None:
                 entry = await self._full_room(conn, room_id, stop, None)
             else:
-                own = (await conn.execute(_OWN_MEMBER, {"room_id": room_id, "me": self.me})).first()
+                own = (await conn.execute(reads.OWN_MEMBER, {"room_id": room_id, "me": self.me})).first()
                 timeline = [FeedEvent(event_from_row(own))] if own is not None else []
                 entry = self._joined_entry(timeline, False, [], stop)
             self.leave[room_id] = {key: entry[key] for key in ("timeline", "state", "account_data")}
@@ -370,7 +254,7 @@ class _Sync:
         events that pass the timeline filter, and the caller's membership changes."""
         window: dict[str, _RoomWindow] = {}
         own_last: dict[str, StoredEvent] = {}
-        async with _Reader(self.svc) as conn:
+        async with reads.LazyReader(self.svc) as conn:
             own_rows = (
                 await conn.execute(
                     select(events)
@@ -424,7 +308,7 @@ class _Sync:
             candidates |= viewer.joined
         if not candidates:
             return
-        async with _Reader(self.svc) as conn:
+        async with reads.LazyReader(self.svc) as conn:
             for room_id in sorted(candidates):
                 if not self.filt.allows_room(room_id):
                     continue
@@ -462,7 +346,7 @@ class _Sync:
         return matching, room.truncated
 
     async def _db_tail(
-        self, conn: _Reader, room_id: str, after: int, upper: int, limit: int
+        self, conn: reads.LazyReader, room_id: str, after: int, upper: int, limit: int
     ) -> tuple[list[FeedEvent], bool]:
         """The last `limit` events of a room with `after < position <= upper` that pass the timeline
         filter, oldest first, and whether more (or unexamined) ones remain before them."""
@@ -473,7 +357,9 @@ class _Sync:
         more = False
         while True:
             rows = (
-                await conn.execute(_TAIL, {"room_id": room_id, "after": after, "upper": upper, "n": page})
+                await conn.execute(
+                    reads.TAIL, {"room_id": room_id, "after": after, "upper": upper, "n": page}
+                )
             ).all()
             for row in rows:
                 event = event_from_row(row)
@@ -503,7 +389,7 @@ class _Sync:
         return wanted
 
     async def _full_room(
-        self, conn: _Reader, room_id: str, head: int, room: _RoomWindow | None
+        self, conn: reads.LazyReader, room_id: str, head: int, room: _RoomWindow | None
     ) -> dict[str, Any]:
         """A joined room with its whole state: initial sync, `full_state`, or joined since the token."""
         if room is None:
@@ -532,7 +418,7 @@ class _Sync:
         return entry
 
     async def _room_delta(
-        self, conn: _Reader, room_id: str, room: _RoomWindow, after: int, head: int
+        self, conn: reads.LazyReader, room_id: str, room: _RoomWindow, after: int, head: int
     ) -> dict[str, Any] | None:
         """A joined room's changes since the token; None when there are none."""
         if not room.items and not room.truncated:
@@ -561,7 +447,7 @@ class _Sync:
 
     async def _gap_state(
         self,
-        conn: _Reader,
+        conn: reads.LazyReader,
         room_id: str,
         room: _RoomWindow,
         timeline: list[FeedEvent],
@@ -575,7 +461,7 @@ class _Sync:
         if room.truncated:
             first = room.items[0].position if room.items else (start or after + 1)
             for row in (
-                await conn.execute(_GAP_STATE, {"room_id": room_id, "after": after, "before": first})
+                await conn.execute(reads.GAP_STATE, {"room_id": room_id, "after": after, "before": first})
             ).all():
                 event = event_from_row(row)
                 gap[(event.type, event.state_key or "")] = FeedEvent(event)
@@ -610,7 +496,9 @@ class _Sync:
             "unread_notifications": {},
         }
 
-    async def _left_room(self, conn: _Reader, room_id: str, room: _RoomWindow, after: int) -> dict[str, Any]:
+    async def _left_room(
+        self, conn: reads.LazyReader, room_id: str, room: _RoomWindow, after: int
+    ) -> dict[str, Any]:
         """A room left (or been kicked or banned from) since the token: its events up to the leave."""
         timeline, limited = self._pick(room)
         state = await self._gap_state(conn, room_id, room, timeline, after)
@@ -625,7 +513,9 @@ class _Sync:
             "account_data": {"events": []},
         }
 
-    async def _invite(self, conn: _Reader, room_id: str, invite: StoredEvent | None) -> dict[str, Any]:
+    async def _invite(
+        self, conn: reads.LazyReader, room_id: str, invite: StoredEvent | None
+    ) -> dict[str, Any]:
         """Stripped state for an invited room, with the invitee's own invite event."""
         rows = (
             await conn.execute(
@@ -643,21 +533,23 @@ class _Sync:
         ).all()
         stripped = [_stripped(event_from_row(r)) for r in rows]
         if invite is None:
-            own = (await conn.execute(_OWN_MEMBER, {"room_id": room_id, "me": self.me})).first()
+            own = (await conn.execute(reads.OWN_MEMBER, {"room_id": room_id, "me": self.me})).first()
             invite = event_from_row(own) if own is not None else None
         if invite is not None:
             stripped.append(_stripped(invite))
         return {"invite_state": {"events": stripped}}
 
-    async def _summary(self, conn: _Reader, room_id: str) -> dict[str, Any]:
-        rows = (await conn.execute(_MEMBER_COUNTS, {"room_id": room_id})).all()
+    async def _summary(self, conn: reads.LazyReader, room_id: str) -> dict[str, Any]:
+        rows = (await conn.execute(reads.MEMBER_COUNTS, {"room_id": room_id})).all()
         counts = {str(r.membership): int(r.n) for r in rows}
         summary: dict[str, Any] = {
             "m.joined_member_count": int(counts.get("join", 0)),
             "m.invited_member_count": int(counts.get("invite", 0)),
         }
-        if not (await conn.execute(_NAMED, {"room_id": room_id})).scalar():
-            heroes = (await conn.execute(_HEROES, {"room_id": room_id, "me": self.me})).scalars().all()
+        if not (await conn.execute(reads.NAMED, {"room_id": room_id})).scalar():
+            heroes = (
+                (await conn.execute(reads.HERO_MEMBERS, {"room_id": room_id, "me": self.me})).scalars().all()
+            )
             summary["m.heroes"] = list(heroes)
         return summary
 
