@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from sqlalchemy import and_, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -15,7 +14,8 @@ from clawlist.actions.services import Services
 from clawlist.core import events as ev
 from clawlist.core import ids, power
 from clawlist.core.errors import ClawlistError, bad_request, forbidden, not_found
-from clawlist.storage.tables import current_state, events, memberships, room_aliases, rooms
+from clawlist.storage.event_store import state_contents
+from clawlist.storage.tables import memberships, room_aliases, rooms
 
 
 async def resolve_alias(svc: Services, alias: str) -> dict[str, Any]:
@@ -144,19 +144,7 @@ async def public_rooms(
         room_rows = (
             await conn.execute(select(rooms.c.room_id, rooms.c.room_type).where(rooms.c.is_public.is_(True)))
         ).all()
-        state_rows = (
-            await conn.execute(
-                select(current_state.c.room_id, current_state.c.type, events.c.content)
-                .select_from(current_state.join(events, events.c.event_id == current_state.c.event_id))
-                .where(
-                    and_(
-                        current_state.c.room_id.in_(public),
-                        current_state.c.type.in_(_DIRECTORY_STATE),
-                        current_state.c.state_key == "",
-                    )
-                )
-            )
-        ).all()
+        states = await state_contents(conn, public, _DIRECTORY_STATE)
         counts: dict[str, int] = {
             row.room_id: int(row.n)
             for row in (
@@ -167,11 +155,6 @@ async def public_rooms(
                 )
             )
         }
-    states: dict[str, dict[str, Any]] = {}
-    for state_row in state_rows:
-        content = orjson.loads(state_row.content)
-        if isinstance(content, dict):
-            states.setdefault(state_row.room_id, {})[state_row.type] = content
     entries = []
     for row in room_rows:
         if room_types is not None and row.room_type not in room_types:

@@ -26,8 +26,9 @@ from clawlist.storage.event_store import (
     membership_of,
     room_state_events,
     state_content,
+    state_contents,
 )
-from clawlist.storage.tables import current_state, events, memberships, room_aliases, rooms
+from clawlist.storage.tables import events, memberships, room_aliases, rooms
 
 
 def position_token(position: int) -> str:
@@ -384,22 +385,7 @@ async def summaries(conn: AsyncConnection, room_ids: list[str], actor: Actor | N
         r.room_id: r for r in (await conn.execute(select(rooms).where(rooms.c.room_id.in_(room_ids))))
     }
     wanted = (ev.NAME, ev.TOPIC, ev.CANONICAL_ALIAS, ev.ROOM_METADATA, ev.JOIN_RULES)
-    state_rows = (
-        await conn.execute(
-            select(current_state.c.room_id, current_state.c.type, events.c.content)
-            .select_from(current_state.join(events, events.c.event_id == current_state.c.event_id))
-            .where(
-                and_(
-                    current_state.c.room_id.in_(room_ids),
-                    current_state.c.type.in_(wanted),
-                    current_state.c.state_key == "",
-                )
-            )
-        )
-    ).all()
-    states: dict[str, dict[str, dict[str, Any]]] = {}
-    for state_row in state_rows:
-        states.setdefault(state_row.room_id, {})[state_row.type] = orjson.loads(state_row.content)
+    states = await state_contents(conn, room_ids, wanted)
     counts: dict[str, int] = dict(
         (
             await conn.execute(

@@ -137,3 +137,29 @@ async def membership_of(conn: AsyncConnection, room_id: str, user_id: str) -> st
 
 async def room_row(conn: AsyncConnection, room_id: str) -> Row[Any] | None:
     return (await conn.execute(_ROOM_BY_ID, {"room_id": room_id})).first()
+
+
+async def state_contents(
+    conn: AsyncConnection, room_ids: Any, types: tuple[str, ...]
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Current state contents of `types` (empty state key) for `room_ids` (a list or a subquery):
+    room id -> type -> content. Used by room summaries and the public room directory."""
+    rows = (
+        await conn.execute(
+            select(current_state.c.room_id, current_state.c.type, events.c.content)
+            .select_from(current_state.join(events, events.c.event_id == current_state.c.event_id))
+            .where(
+                and_(
+                    current_state.c.room_id.in_(room_ids),
+                    current_state.c.type.in_(types),
+                    current_state.c.state_key == "",
+                )
+            )
+        )
+    ).all()
+    found: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in rows:
+        content = orjson.loads(row.content)
+        if isinstance(content, dict):
+            found.setdefault(row.room_id, {})[row.type] = content
+    return found
