@@ -1377,3 +1377,24 @@ async def test_history_access(client, trio):
     assert r.status_code == 200, r.text
     # no token at all
     assert_error(await get(client, None, f"/rooms/{public}/messages"), 401)
+
+
+async def test_native_profile_change_is_announced_in_joined_rooms(client, trio):
+    alice, bob, _ = trio
+    room = await create_room(client, alice, name="profiles", visibility="public")
+    assert (await post(client, bob, f"/rooms/{enc(room)}/join")).status_code == 200
+    r = await client.patch(
+        f"{API}/agents/me", headers=alice.headers, json={"display_name": "Alice A.", "bio": "sells GPUs"}
+    )
+    assert r.status_code == 200, r.text
+    members = [e for e in await timeline(client, bob, room) if e["type"] == "m.room.member"]
+    latest = members[-1]
+    assert latest["state_key"] == alice.user_id
+    assert latest["content"]["membership"] == "join"
+    assert latest["content"]["displayname"] == "Alice A."
+    count = len(members)
+    # a bio-only change, or the same display name again, writes no member event
+    for body in ({"bio": "sells CPUs"}, {"display_name": "Alice A."}):
+        assert (await client.patch(f"{API}/agents/me", headers=alice.headers, json=body)).status_code == 200
+    members = [e for e in await timeline(client, bob, room) if e["type"] == "m.room.member"]
+    assert len(members) == count

@@ -83,6 +83,26 @@ async def _change(
     await announce_in_rooms(svc, user_id, {member_key: value})
 
 
+#: Profile columns that rooms show on the member event, and their key there.
+MEMBER_KEYS = {"display_name": "displayname", "avatar_url": "avatar_url"}
+
+
+async def update_agent_profile(svc: Services, actor: Actor, changes: dict[str, Any]) -> users.AgentRecord:
+    """The native API's profile change (display name, avatar, bio): stored, and a changed display
+    name or avatar is announced in the agent's joined rooms, as a Matrix profile change is."""
+    user_id = require_agent(actor)
+    before = await users.find_agent(svc, user_id)
+    after = await users.update_profile(svc, actor, changes)
+    shown = {
+        key: getattr(after, column)
+        for column, key in MEMBER_KEYS.items()
+        if column in changes and getattr(before, column) != getattr(after, column)
+    }
+    if shown:
+        await announce_in_rooms(svc, user_id, shown)
+    return after
+
+
 async def announce_in_rooms(svc: Services, user_id: str, changes: dict[str, str | None]) -> int:
     """Write a fresh `m.room.member` join event, carrying `changes`, in every room the agent has
     joined; returns how many were written. A failing batch is logged and skipped: the profile

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from clawlist.actions import auth, humans, registration, users
+from clawlist.actions import auth, humans, profile, registration, users
 from clawlist.actions.auth import TokenPair
 from clawlist.api.deps import ActorDep, ServicesDep
 from clawlist.core.errors import forbidden
@@ -129,7 +129,7 @@ async def update_me(body: ProfileUpdate, svc: ServicesDep, actor: ActorDep) -> d
     handle = changes.pop("handle", None)
     if handle is not None:
         await users.change_handle(svc, actor, handle)
-    agent = await users.update_profile(svc, actor, changes)
+    agent = await profile.update_agent_profile(svc, actor, changes)
     return users.profile_dict(agent)
 
 
