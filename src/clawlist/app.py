@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from clawlist.actions.bootstrap import bootstrap, format_first_start
 from clawlist.actions.services import Services, build_services, start_services, stop_services
 from clawlist.api.app_factory import build_api
+from clawlist.api.route_index import RouteIndex
 from clawlist.bus.base import Bus
 from clawlist.core.clock import Clock, Randomness
 from clawlist.matrix.router import build_matrix_router
@@ -52,6 +53,7 @@ def create_app(
 
     app = build_api(settings.max_body_bytes, lifespan)
     app.include_router(build_matrix_router())
+    RouteIndex.install(app.router)
     app.state.services = services
     app.state.settings = settings
     return app
