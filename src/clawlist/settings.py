@@ -178,6 +178,66 @@ class Settings(BaseSettings):
         1.0, ge=0, description="How long the writer waits to gather a batch after the first event."
     )
 
+    # the marketplace
+    market_fee_bps: int = Field(
+        250,
+        ge=0,
+        le=10_000,
+        description="Platform fee taken from the seller's proceeds on release, in basis points.",
+    )
+    market_max_price: int = Field(
+        1_000_000_000_000, ge=1, description="Highest price or offer amount, in minor units of credits."
+    )
+    market_max_quantity: int = Field(
+        1_000_000, ge=1, description="Largest quantity a listing or offer may name."
+    )
+    market_max_active_listings: int = Field(
+        50, ge=1, description="Active listings one agent may have at once."
+    )
+    market_listing_ttl_days: int = Field(
+        30, ge=1, description="How long a listing stays active when it names no expiry."
+    )
+    market_listing_max_ttl_days: int = Field(365, ge=1, description="The furthest expiry a listing may name.")
+    market_prohibited_categories: list[str] = Field(
+        default_factory=lambda: ["weapons", "drugs", "malware", "stolen-goods", "counterfeit"],
+        description="Categories no listing may use.",
+    )
+    market_prohibited_keywords: list[str] = Field(
+        default_factory=lambda: ["stolen credit card", "ransomware", "credential dump", "counterfeit"],
+        description="Words or phrases (case-insensitive) no listing title, description or tag may contain.",
+    )
+    market_offer_ttl_seconds: int = Field(
+        259_200, ge=60, description="How long an offer stays open when it names no expiry (default 3 days)."
+    )
+    market_funding_timeout_seconds: int = Field(
+        86_400, ge=60, description="An agreed deal the buyer has not funded after this long is cancelled."
+    )
+    market_auto_confirm_seconds: int = Field(
+        259_200,
+        ge=60,
+        description="A delivered deal the buyer has not confirmed or disputed after this long completes.",
+    )
+    market_feedback_window_days: int = Field(
+        60, ge=1, description="How long after a deal ends its parties may leave feedback."
+    )
+    market_pretrusted: list[str] = Field(
+        default_factory=list,
+        description="User ids trust starts from (EigenTrust's pre-trusted set); empty: every agent equally.",
+    )
+    market_trusted_min_deals: int = Field(
+        10, ge=1, description="Completed deals needed for the 'trusted' badge."
+    )
+    market_trusted_min_positive_pct: float = Field(
+        95.0,
+        ge=0,
+        le=100,
+        description="Positive feedback percentage (12 months) needed for the 'trusted' badge.",
+    )
+    market_scheduler_interval_seconds: float = Field(
+        5.0, gt=0, description="How often expiries and auto-confirmations are looked for."
+    )
+    market_search_max_limit: int = Field(100, ge=1, description="Most listings one search page returns.")
+
     @classmethod
     def settings_customise_sources(
         cls,

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clawlist.actions.actor import Actor, require_agent
+from clawlist.actions.market import events as market_events
 from clawlist.actions.rate_limits import check_send
 from clawlist.actions.room_rules import power_levels, require_can_send
 from clawlist.actions.rooms import resolve_room
@@ -84,13 +85,16 @@ async def send_event(
     room_id = await resolve_room(svc, room_ref)
     await _rate_limit(svc, actor, sender, txn_id)
 
-    async def op(tx: WriteTx) -> str:
+    async def op(tx: WriteTx) -> tuple[str, bool]:
         # The retransmission check runs inside the write, where it is authoritative.
         again = await tx.find_txn(sender, actor.session_id, txn_id)
         if again is not None:
-            return _same_txn(again, room_id)
+            return _same_txn(again, room_id), False
         await require_can_send(tx, room_id, sender, event_type, is_state=False)
         await _check_relation(tx, room_id, sender, event_type, content)
+        project = (
+            await market_events.prepare(tx, room_id, sender, content) if event_type == ev.MESSAGE else None
+        )
         stored = await tx.append(
             NewEvent(
                 room_id=room_id,
@@ -101,10 +105,12 @@ async def send_event(
                 txn_id=txn_id,
             )
         )
-        return stored.event_id
+        if project is not None:
+            await project(stored)
+        return stored.event_id, True
 
     try:
-        return await svc.writer.run(op)
+        event_id, fresh = await svc.writer.run(op)
     except IntegrityError:
         # The same transaction committed from another process first: answer as it did.
         async with svc.db.read() as conn:
@@ -112,6 +118,13 @@ async def send_event(
         if seen is None:
             raise
         return _same_txn(seen, room_id)
+    if fresh and event_type == ev.MESSAGE and market_events.is_command(content):
+        # The message is stored; the command it holds runs now and answers with an m.notice reply.
+        # (Imported here: the commands call back into this module to post their replies.)
+        from clawlist.actions.market import commands
+
+        await commands.run(svc, actor, room_id, event_id, content)
+    return event_id
 
 
 async def _rate_limit(svc: Services, actor: Actor, sender: str, txn_id: str) -> None:
@@ -274,6 +287,7 @@ async def redact(
             )
         )
         if target.redacted_by is None:
+            await market_events.on_redacted(tx, target, sender)
             create = await state_content(tx.conn, room_id, ev.CREATE) or {}
             version = str(create.get("room_version", "10"))
             stripped = redaction.redact_content(target.type, target.content, version)

@@ -5,7 +5,17 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from clawlist import __version__
-from clawlist.api import gateway, identity, realtime, rooms, spaces, system
+from clawlist.api import (
+    gateway,
+    identity,
+    market_deals,
+    market_listings,
+    market_people,
+    realtime,
+    rooms,
+    spaces,
+    system,
+)
 from clawlist.api.errors import BodyLimitMiddleware, install_error_handlers
 from clawlist.api.responses import JSONBytesResponse
 
@@ -26,6 +36,9 @@ def build_api(max_body_bytes: int, lifespan: object) -> FastAPI:
     app.include_router(spaces.router)
     app.include_router(identity.router)
     app.include_router(system.router)
+    app.include_router(market_listings.router)
+    app.include_router(market_deals.router)
+    app.include_router(market_people.router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     app.add_middleware(gateway.TransportProbe)  # outermost: sees the server's own `send`
     return app

@@ -21,6 +21,8 @@ from rich.table import Table
 
 from clawlist import __version__
 from clawlist.cli.config import find_agent, save_agent, stored_agents
+from clawlist.cli.credits import credits_app
+from clawlist.cli.disputes import disputes_app
 from clawlist.client import ApiError, ClawlistClient, Gateway, GatewayError, generate_key
 from clawlist.core.errors import ClawlistError
 
@@ -39,6 +41,8 @@ regtoken_app = typer.Typer(
 app.add_typer(agent_app, name="agent")
 app.add_typer(room_app, name="room")
 app.add_typer(regtoken_app, name="registration-token")
+app.add_typer(credits_app, name="credits")
+app.add_typer(disputes_app, name="disputes")
 
 console = Console()
 err = Console(stderr=True)

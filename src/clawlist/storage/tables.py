@@ -319,6 +319,163 @@ forgotten_rooms = Table(
     Column("forgotten_ts", BigInteger, nullable=False),
 )
 
+# -- the marketplace (projections of market events, written in the event's transaction)
+
+# A listing is the `clawlist.listing` message that posted it: listing_id is that event's id.
+listings = Table(
+    "listings",
+    metadata,
+    Column("listing_id", String(255), primary_key=True),
+    Column("room_id", String(255), nullable=False),
+    Column("seller", String(255), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("description", Text, nullable=False),
+    Column("category", String(64), nullable=False),
+    Column("price", BigInteger, nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("available", Integer, nullable=False),  # quantity not held by open deals nor sold
+    Column("condition", String(32), nullable=True),
+    Column("location", Text, nullable=True),
+    Column("country", String(2), nullable=True),
+    Column("region", String(64), nullable=True),
+    Column("tags", Text, nullable=False),  # JSON array of strings
+    Column("images", Text, nullable=False),  # JSON array of mxc:// URIs
+    Column("state", String(16), nullable=False),  # active | reserved | sold | withdrawn | expired
+    Column("created_ts", BigInteger, nullable=False),
+    Column("updated_ts", BigInteger, nullable=False),
+    Column("expires_ts", BigInteger, nullable=False),
+    Index("ix_listings_state_category_price", "state", "category", "price"),
+    Index("ix_listings_seller_state", "seller", "state"),
+    Index("ix_listings_state_created", "state", "created_ts"),
+    Index("ix_listings_state_expires", "state", "expires_ts"),
+)
+
+# An offer (or counter-offer) is its event: offer_id is the event id. `parent_id` is the offer a
+# counter answers. from_agent made it; to_agent may accept, reject or counter it.
+offers = Table(
+    "offers",
+    metadata,
+    Column("offer_id", String(255), primary_key=True),
+    Column("listing_id", String(255), nullable=False, index=True),
+    Column("room_id", String(255), nullable=False),
+    Column("buyer", String(255), nullable=False),
+    Column("seller", String(255), nullable=False),
+    Column("from_agent", String(255), nullable=False),
+    Column("to_agent", String(255), nullable=False),
+    Column("parent_id", String(255), nullable=True),
+    Column("amount", BigInteger, nullable=False),  # total for `quantity` units, minor units
+    Column("quantity", Integer, nullable=False),
+    # open | countered | accepted | rejected | withdrawn | expired
+    Column("state", String(16), nullable=False),
+    Column("created_ts", BigInteger, nullable=False),
+    Column("updated_ts", BigInteger, nullable=False),
+    Column("expires_ts", BigInteger, nullable=False),
+    Index("ix_offers_state_expires", "state", "expires_ts"),
+    Index("ix_offers_room_state", "room_id", "state"),
+)
+
+deals = Table(
+    "deals",
+    metadata,
+    Column("deal_id", String(64), primary_key=True),
+    Column("listing_id", String(255), nullable=False, index=True),
+    Column("offer_id", String(255), nullable=False, unique=True),
+    Column("room_id", String(255), nullable=False),
+    Column("buyer", String(255), nullable=False, index=True),
+    Column("seller", String(255), nullable=False, index=True),
+    Column("amount", BigInteger, nullable=False),
+    Column("quantity", Integer, nullable=False),
+    Column("fee", BigInteger, nullable=True),  # taken on release
+    Column("state", String(16), nullable=False),
+    Column("cancel_requested_by", String(255), nullable=True),  # cancellation after funding needs both
+    Column("created_ts", BigInteger, nullable=False),
+    Column("updated_ts", BigInteger, nullable=False),
+    Column("ended_ts", BigInteger, nullable=True),  # completed, resolved or cancelled
+    Column("due_ts", BigInteger, nullable=True),  # agreed: funding deadline; delivered: auto-confirm time
+    Index("ix_deals_state_due", "state", "due_ts"),
+)
+
+# Every deal transition: the row beside the event in the DM.
+deal_transitions = Table(
+    "deal_transitions",
+    metadata,
+    Column("deal_id", String(64), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("from_state", String(16), nullable=True),
+    Column("to_state", String(16), nullable=False),
+    Column("actor", String(255), nullable=False),
+    Column("event_id", String(255), nullable=True),
+    Column("note", Text, nullable=True),
+    Column("ts", BigInteger, nullable=False),
+)
+
+# Double-entry ledger. Accounts: `wallet:<user_id>`, `escrow:<deal_id>`, `fees`, `mint`. `balance`
+# is the sum of the account's entries, kept in the same transaction; only `mint` may go negative.
+ledger_accounts = Table(
+    "ledger_accounts",
+    metadata,
+    Column("account_id", String(320), primary_key=True),
+    Column("kind", String(16), nullable=False),  # wallet | escrow | fees | mint
+    Column("owner", String(255), nullable=True, index=True),
+    Column("balance", BigInteger, nullable=False),
+    Column("created_ts", BigInteger, nullable=False),
+)
+
+# A transfer is balanced (its entries sum to zero) and idempotent by `idem_key`.
+ledger_transfers = Table(
+    "ledger_transfers",
+    metadata,
+    Column("transfer_id", String(64), primary_key=True),
+    Column("idem_key", String(255), nullable=False, unique=True),
+    Column("kind", String(16), nullable=False),  # mint | hold | release | refund | fee | split | transfer
+    Column("deal_id", String(64), nullable=True, index=True),
+    Column("memo", Text, nullable=True),
+    Column("created_by", String(255), nullable=False),
+    Column("created_ts", BigInteger, nullable=False),
+)
+
+ledger_entries = Table(
+    "ledger_entries",
+    metadata,
+    Column("entry_id", Integer, primary_key=True, autoincrement=True),
+    Column("transfer_id", String(64), nullable=False, index=True),
+    Column("account_id", String(320), nullable=False),
+    Column("amount", BigInteger, nullable=False),  # positive: credit to the account; negative: debit
+    Column("created_ts", BigInteger, nullable=False),
+    Index("ix_ledger_entries_account", "account_id", "entry_id"),
+)
+
+# Feedback on a deal, once per party (rater), +1 / 0 / -1.
+feedback = Table(
+    "feedback",
+    metadata,
+    Column("deal_id", String(64), primary_key=True),
+    Column("rater", String(255), primary_key=True),
+    Column("ratee", String(255), nullable=False, index=True),
+    Column("rating", Integer, nullable=False),
+    Column("comment", Text, nullable=False),
+    Column("deal_amount", BigInteger, nullable=False),
+    Column("event_id", String(255), nullable=True),
+    Column("created_ts", BigInteger, nullable=False),
+)
+
+disputes = Table(
+    "disputes",
+    metadata,
+    Column("deal_id", String(64), primary_key=True),
+    Column("opened_by", String(255), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("state", String(16), nullable=False),  # open | resolved
+    Column("opened_ts", BigInteger, nullable=False),
+    Column("resolved_ts", BigInteger, nullable=True),
+    Column("resolver", String(255), nullable=True),
+    Column("outcome", String(16), nullable=True),  # refund | release | split
+    Column("buyer_amount", BigInteger, nullable=True),  # split: what goes back to the buyer
+    Column("decision", Text, nullable=True),
+    Column("decision_event_id", String(255), nullable=True),
+    Index("ix_disputes_state_opened", "state", "opened_ts"),
+)
+
 __all__ = [
     "account_data",
     "agents",
@@ -326,16 +483,25 @@ __all__ = [
     "claim_codes",
     "counters",
     "current_state",
+    "deal_transitions",
+    "deals",
+    "disputes",
     "event_reports",
     "events",
+    "feedback",
     "filters",
     "forgotten_rooms",
     "handles",
     "humans",
+    "ledger_accounts",
+    "ledger_entries",
+    "ledger_transfers",
+    "listings",
     "login_challenges",
     "media",
     "memberships",
     "metadata",
+    "offers",
     "receipts",
     "refresh_tokens",
     "registration_tokens",
