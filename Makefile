@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test test-pg test-openclaw lint format bench clean
+.PHONY: run demo test test-pg test-openclaw lint format bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,9 @@ $(DEV_STAMP): pyproject.toml | $(BIN)/python
 
 run: $(STAMP)  ## start the server on the embedded SQLite at http://127.0.0.1:8008
 	$(BIN)/clawlist serve
+
+demo: $(STAMP)  ## a live market: a server on a temporary database and simulated agents trading (Ctrl-C stops)
+	$(BIN)/clawlist demo
 
 test: $(DEV_STAMP)  ## the whole test suite (PostgreSQL tests skip when it is unreachable, except under CI=true)
 	$(BIN)/pytest -q

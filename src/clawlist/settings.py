@@ -236,6 +236,19 @@ class Settings(BaseSettings):
     market_scheduler_interval_seconds: float = Field(
         5.0, gt=0, description="How often expiries and auto-confirmations are looked for."
     )
+    market_feedback_max_comment: int = Field(2000, ge=1, description="Longest feedback comment (characters).")
+    market_export_max_rows: int = Field(
+        100_000, ge=1, description="Most rows one section of an export holds (more: marked truncated)."
+    )
+    market_stats_cache_seconds: float = Field(
+        10.0, ge=0, description="How long GET /api/v1/stats answers from its per-process cache."
+    )
+    market_active_agent_days: int = Field(
+        30, ge=1, description="The stats count an agent active when it sent an event in this many days."
+    )
+    market_trust_alpha: float = Field(
+        0.15, gt=0, lt=1, description="EigenTrust's weight of the pre-trusted set in every trust iteration."
+    )
     market_search_max_limit: int = Field(100, ge=1, description="Most listings one search page returns.")
 
     @classmethod

@@ -68,10 +68,16 @@ async def test_send_is_idempotent_per_session_and_txn(client, trio, room):
     theirs = ok(await mx(client, bob, "GET", f"/rooms/{enc(room)}/event/{enc(first)}"))
     assert "transaction_id" not in theirs.get("unsigned", {})
     assert theirs["content"] == {"msgtype": "m.text", "body": "hello"}
-    # any event type; a custom msgtype of ours
+    # any event type; any custom msgtype; but a market msgtype of ours only where it belongs
     r = ok(await mx(client, alice, "PUT", f"/rooms/{enc(room)}/send/x.custom.event/t3", {"anything": [1, 2]}))
     assert r["event_id"].startswith("$")
-    await msend(client, alice, room, "a listing", "t4", msgtype="clawlist.listing", price=5)
+    await msend(client, alice, room, "a card", "t4", msgtype="m.text", price=5)
+    listing = {"msgtype": "clawlist.listing", "body": "a listing", "price": 5}
+    err(
+        await mx(client, alice, "PUT", f"/rooms/{enc(room)}/send/m.room.message/t5", listing),
+        400,
+        "CL_NOT_A_MARKET_ROOM",
+    )
 
 
 async def test_send_bad_input(client, trio, room, app_env):

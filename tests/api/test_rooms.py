@@ -1075,7 +1075,7 @@ async def test_structured_content_travels(client, trio):
         f"/rooms/{room}/messages",
         {
             "txn_id": txn(),
-            "msgtype": "clawlist.listing",
+            "msgtype": "m.text",
             "body": "Selling: a lamp for 25 credits",
             "price": 2500,
             "currency": "credit",
@@ -1085,7 +1085,7 @@ async def test_structured_content_travels(client, trio):
     assert r.status_code == 200, r.text
     e = (await get(client, alice, f"/rooms/{room}/events/{r.json()['event_id']}")).json()
     assert e["content"] == {
-        "msgtype": "clawlist.listing",
+        "msgtype": "m.text",
         "body": "Selling: a lamp for 25 credits",
         "price": 2500,
         "currency": "credit",
@@ -1207,8 +1207,8 @@ async def test_edits(client, trio):
     )
     assert_error(r, 400)
     # structured fields of an edit go into m.new_content
-    listing = await send(client, alice, room, "lamp", msgtype="clawlist.listing", price=10)
-    edit = await send(client, alice, room, "lamp", msgtype="clawlist.listing", price=12, edit_of=listing)
+    card = await send(client, alice, room, "lamp", msgtype="m.text", price=10)
+    edit = await send(client, alice, room, "lamp", msgtype="m.text", price=12, edit_of=card)
     e = (await get(client, alice, f"/rooms/{room}/events/{edit}")).json()
     assert e["content"]["m.new_content"]["price"] == 12
 
@@ -1217,7 +1217,7 @@ async def test_redact_own_event(client, trio, app_env):
     alice, bob, _ = trio
     room = await create_room(client, alice, visibility="public")
     await post(client, bob, f"/rooms/{room}/join")
-    target = await send(client, bob, room, "oops, secret", msgtype="clawlist.listing", price=5)
+    target = await send(client, bob, room, "oops, secret", msgtype="m.text", price=5)
     r = await post(
         client, bob, f"/rooms/{room}/redactions", {"txn_id": txn(), "event_id": target, "reason": "typo"}
     )

@@ -93,7 +93,9 @@ async def send_event(
         await require_can_send(tx, room_id, sender, event_type, is_state=False)
         await _check_relation(tx, room_id, sender, event_type, content)
         project = (
-            await market_events.prepare(tx, room_id, sender, content) if event_type == ev.MESSAGE else None
+            await market_events.prepare(svc.settings, tx, room_id, sender, content)
+            if event_type == ev.MESSAGE
+            else None
         )
         stored = await tx.append(
             NewEvent(

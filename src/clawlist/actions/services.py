@@ -6,7 +6,7 @@ Built once by the composition root (`clawlist.app.create_app` or the CLI's admin
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -21,6 +21,9 @@ from clawlist.storage.database import Database
 from clawlist.storage.event_store import StoredEvent
 from clawlist.storage.event_writer import EventWriter
 
+if TYPE_CHECKING:
+    from clawlist.actions.market.scheduler import MarketScheduler
+
 
 @dataclass
 class Services:
@@ -33,6 +36,7 @@ class Services:
     feed: EventFeed
     ephemeral: EphemeralHub
     cache: dict[str, Any] = field(default_factory=dict)
+    market_scheduler: MarketScheduler | None = None
 
 
 def build_services(
@@ -82,9 +86,16 @@ async def start_services(services: Services, *, run_migrations: bool = True) -> 
     await services.feed.start()
     await services.ephemeral.start()
     services.db.start_checkpointer(services.settings.sqlite_checkpoint_interval_seconds)
+    # imported here: the scheduler's modules import this one
+    from clawlist.actions.market.scheduler import MarketScheduler
+
+    services.market_scheduler = MarketScheduler(services)
+    await services.market_scheduler.start()
 
 
 async def stop_services(services: Services) -> None:
+    if services.market_scheduler is not None:
+        await services.market_scheduler.stop()
     await services.ephemeral.stop()
     await services.feed.stop()
     await services.writer.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from sqlalchemy import Row, and_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -28,12 +29,16 @@ class AgentRecord:
     display_name: str | None
     avatar_url: str | None
     bio: str | None
+    interests: str | None  # JSON array text; `interest_list()` reads it
     public_key: bytes | None
     password_hash: str | None
     owner_human_id: str | None
     kind: str
     created_ts: int
     deactivated_ts: int | None
+
+    def interest_list(self) -> list[str]:
+        return [str(i) for i in orjson.loads(self.interests)] if self.interests else []
 
     @classmethod
     def from_row(cls, row: Row[Any]) -> AgentRecord:
@@ -175,11 +180,33 @@ async def update_profile(svc: Services, actor: Actor, changes: dict[str, Any]) -
             if value is not None and (not isinstance(value, str) or len(value) > limit):
                 raise bad_request(f"{key} must be a string of at most {limit} characters")
             values[key] = value
+    if "interests" in changes:
+        values["interests"] = _interests_json(changes["interests"])
     if values:
         async with svc.db.write() as conn:
             await conn.execute(update(agents).where(agents.c.user_id == user_id).values(**values))
     async with svc.db.read() as conn:
         return await resolve_agent(conn, user_id, svc.settings.server_name)
+
+
+MAX_INTERESTS = 20
+MAX_INTEREST_LENGTH = 64
+
+
+def _interests_json(value: Any) -> str | None:
+    """A list of at most MAX_INTERESTS short strings (what the agent trades in), stored as JSON."""
+    if value is None:
+        return None
+    if (
+        not isinstance(value, list)
+        or len(value) > MAX_INTERESTS
+        or not all(isinstance(i, str) and 0 < len(i.strip()) <= MAX_INTEREST_LENGTH for i in value)
+    ):
+        raise bad_request(
+            f"interests must be a list of at most {MAX_INTERESTS} non-empty strings "
+            f"of at most {MAX_INTEREST_LENGTH} characters"
+        )
+    return orjson.dumps([i.strip() for i in value]).decode("utf-8")
 
 
 async def set_password(svc: Services, actor: Actor, password: str) -> None:
@@ -223,6 +250,7 @@ def profile_dict(agent: AgentRecord, owner: dict[str, Any] | None = None) -> dic
         "display_name": agent.display_name,
         "avatar_url": agent.avatar_url,
         "bio": agent.bio,
+        "interests": agent.interest_list(),
         "public_key": b64encode(agent.public_key) if agent.public_key else None,
         "owner": owner,
         "kind": agent.kind,

@@ -49,6 +49,7 @@ class RefreshRequest(Strict):
 class ProfileUpdate(Strict):
     display_name: str | None = None
     bio: str | None = None
+    interests: list[str] | None = Field(None, description="what the agent trades in: up to 20 short strings")
     avatar_url: str | None = None
     handle: str | None = None
 

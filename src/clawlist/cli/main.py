@@ -22,6 +22,7 @@ from rich.table import Table
 from clawlist import __version__
 from clawlist.cli.config import find_agent, save_agent, stored_agents
 from clawlist.cli.credits import credits_app
+from clawlist.cli.demo import demo as demo_command
 from clawlist.cli.disputes import disputes_app
 from clawlist.client import ApiError, ClawlistClient, Gateway, GatewayError, generate_key
 from clawlist.core.errors import ClawlistError
@@ -43,6 +44,7 @@ app.add_typer(room_app, name="room")
 app.add_typer(regtoken_app, name="registration-token")
 app.add_typer(credits_app, name="credits")
 app.add_typer(disputes_app, name="disputes")
+app.command("demo")(demo_command)
 
 console = Console()
 err = Console(stderr=True)

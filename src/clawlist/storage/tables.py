@@ -48,6 +48,7 @@ agents = Table(
     Column("display_name", String(255), nullable=True),
     Column("avatar_url", String(1024), nullable=True),
     Column("bio", Text, nullable=True),
+    Column("interests", Text, nullable=True),  # JSON array of short strings (market profile)
     Column("public_key", LargeBinary, nullable=True),
     Column("password_hash", String(255), nullable=True),
     Column("owner_human_id", String(64), nullable=True),
@@ -204,6 +205,7 @@ events = Table(
     Column("txn_id", String(255), nullable=True),
     Index("ix_events_room_position", "room_id", "position"),
     Index("ix_events_relates_to", "relates_to"),
+    Index("ix_events_sender_position", "sender", "position"),  # an agent's own events (exports)
 )
 
 current_state = Table(

@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from clawlist.core.errors import ClawlistError, bad_request
+from clawlist.core.slash import strip_reply_fallback
+from clawlist.settings import Settings
 from clawlist.storage.event_store import StoredEvent
 from clawlist.storage.event_writer import WriteTx
 
@@ -33,16 +35,14 @@ AfterAppend = Callable[[StoredEvent], Awaitable[None]]
 
 
 def is_command(content: dict[str, Any]) -> bool:
-    """A plain-text message whose body starts with `/` followed by a letter: a slash command."""
+    """A plain-text message whose body starts with `/` followed by a letter: a slash command.
+    A reply's quoted fallback (`> <@user> ...` lines) before the command does not count."""
     body = content.get("body")
-    return (
-        content.get("msgtype") == "m.text"
-        and isinstance(body, str)
-        and len(body) > 1
-        and body[0] == "/"
-        and body[1].isalpha()
-        and not _is_edit(content)
-    )
+    if content.get("msgtype") != "m.text" or not isinstance(body, str) or _is_edit(content):
+        return False
+    if body.startswith("> "):
+        body = strip_reply_fallback(body)
+    return len(body) > 1 and body[0] == "/" and body[1].isalpha()
 
 
 def _is_edit(content: dict[str, Any]) -> bool:
@@ -50,7 +50,9 @@ def _is_edit(content: dict[str, Any]) -> bool:
     return isinstance(relates, dict) and relates.get("rel_type") == "m.replace"
 
 
-async def prepare(tx: WriteTx, room_id: str, sender: str, content: dict[str, Any]) -> AfterAppend | None:
+async def prepare(
+    settings: Settings, tx: WriteTx, room_id: str, sender: str, content: dict[str, Any]
+) -> AfterAppend | None:
     """Check a message before it is appended; returns what to write once it has an event id."""
     msgtype = content.get("msgtype")
     if not isinstance(msgtype, str) or not msgtype.startswith("clawlist."):
@@ -64,9 +66,9 @@ async def prepare(tx: WriteTx, room_id: str, sender: str, content: dict[str, Any
     from clawlist.actions.market import listings, offers
 
     if msgtype == LISTING:
-        return await listings.prepare_listing(tx, room_id, sender, content)
+        return await listings.prepare_listing(settings, tx, room_id, sender, content)
     if msgtype in NEGOTIATION:
-        return await offers.prepare_negotiation(tx, room_id, sender, msgtype, content)
+        return await offers.prepare_negotiation(settings, tx, room_id, sender, msgtype, content)
     if msgtype in SERVER_ONLY:
         raise ClawlistError(403, "CL_SERVER_ONLY", f"{msgtype} events are written by the server, not sent")
     raise bad_request(
