@@ -1,27 +1,36 @@
 """Marketplace benchmark, deals part (issue 5): full deal lifecycles through the REST API.
 
-    .venv/bin/python bench/market_deals.py [--deals 1000] [--concurrency 1000] [--agents 100]
+    .venv/bin/python -m bench.market_deals [--deals 1000] [--concurrency 1000] [--agents 100]
+                                           [--with-listing] [--per-step]
                                            [--database-url URL] [--server URL --admin-token T]
 
-Each lifecycle is six requests by its two agents, in order: the seller posts a listing
-(`POST /api/v1/listings`), the buyer offers (`POST /api/v1/listings/{id}/offers`), the seller
-accepts (`POST /api/v1/offers/{id}/accept`), the buyer funds it into escrow
-(`POST /api/v1/deals/{id}/fund`), the seller marks it delivered (`.../deliver`) and the buyer
-confirms (`.../confirm`): the seller is paid, minus the platform fee. All `--deals` lifecycles
-start at once (at most `--concurrency` in flight, one keep-alive connection each).
+A full deal lifecycle is five requests by its two agents, in order, on an existing listing: the
+buyer offers (`POST /api/v1/listings/{id}/offers`), the seller accepts
+(`POST /api/v1/offers/{id}/accept`), the buyer funds it into escrow (`POST /api/v1/deals/{id}/fund`),
+the seller marks it delivered (`.../deliver`) and the buyer confirms (`.../confirm`): the seller is
+paid, minus the platform fee. All `--deals` lifecycles start at once (at most `--concurrency` in
+flight, one keep-alive connection each).
 
 Setup, not timed: a real `clawlist serve` on a fresh SQLite data dir on 127.0.0.1 (send rate limits
 raised as `bench/common.py` does; the first start's admin credentials are read by bootstrapping the
 data dir in-process first), `--agents` sellers who join #electronics and `--agents` buyers, one DM
-per (seller, buyer) pair already open, and the buyers' credits minted by the admin
-(`POST /api/v1/admin/credits/mint`). Lifecycle k is traded by pair k mod `--agents`.
+per (seller, buyer) pair already open, the buyers' credits minted by the admin
+(`POST /api/v1/admin/credits/mint`), and one listing per lifecycle posted by its seller
+(`POST /api/v1/listings`; the server CPU it took is printed too). Lifecycle k is traded by pair
+k mod `--agents`. `--with-listing` instead posts the listing inside the timed lifecycle (six
+requests), the figure that includes listing creation.
 
 Prints completed deals/s, requests/s, p50/p95 lifecycle time and per-step latency, and the server's
 CPU per deal; then checks the ledger through the API: every deal completed, every wallet
 (`GET /api/v1/wallet?user_id=`, as the admin) holds exactly what its deals imply, none is negative,
 and the sum of the wallets plus the fees of the deals equals what was minted.
 
-Target (2 cores, SQLite): >= 200 completed deals/s.
+`--per-step` runs the lifecycles a second time, step by step: every deal's offer, then every deal's
+accept, and so on (same concurrency), and prints the server CPU each step costs per request.
+
+Target (2 cores, SQLite): >= 200 completed deals/s. The server is one process on one core, so
+deals/s is about 1 / (server CPU per deal) when nothing else runs; compare runs by the server CPU
+per deal, which other load on the machine disturbs less.
 
 `bench/market.py --part deals` calls `bench()` from here.
 """
@@ -49,6 +58,7 @@ from bench.common import cpu_seconds, free_port, pct, register_agents, rss_mb, s
 SERVER_NAME = "bench.local"
 CATEGORY = "electronics"
 STEPS = ("list", "offer", "accept", "fund", "deliver", "confirm")
+DEAL_STEPS = STEPS[1:]  #: a full deal lifecycle, on an existing listing
 FEE_BPS = 250  # the default market_fee_bps
 
 
@@ -147,9 +157,10 @@ async def _gather_limited(n: int, coros: list[Any]) -> list[Any]:
 
 
 async def setup(
-    base: str, admin: Api, n_agents: int, prices: list[int], tag: str
+    base: str, admin: Api, n_agents: int, prices: list[int], tag: str, rounds: int = 1
 ) -> tuple[list[Agent], list[Agent], dict[str, int]]:
-    """Sellers in #electronics, buyers with credits, one DM per pair. Returns what was minted."""
+    """Sellers in #electronics, buyers with credits (for `rounds` passes over `prices`), one DM per
+    pair. Returns what was minted."""
     sellers = [Agent(a["user_id"], a["token"]) for a in await register_agents(base, f"{tag}-s", n_agents)]
     buyers = [Agent(a["user_id"], a["token"]) for a in await register_agents(base, f"{tag}-b", n_agents)]
     room = (await admin.call("GET", f"/api/v1/directory/{quote(f'#{CATEGORY}:{SERVER_NAME}', safe='')}"))[
@@ -174,7 +185,7 @@ async def setup(
     await _gather_limited(20, [pair(k) for k in range(n_agents)])
     minted: dict[str, int] = {}
     for k, buyer in enumerate(buyers):
-        need = sum(p for i, p in enumerate(prices) if i % n_agents == k)
+        need = sum(p for i, p in enumerate(prices) if i % n_agents == k) * rounds
         amount = need + 10_000  # a little more than the deals need: the rest stays in the wallet
         await admin.call(
             "POST",
@@ -185,10 +196,56 @@ async def setup(
     return sellers, buyers, minted
 
 
+def listing_body(i: int, price: int, tag: str) -> dict[str, Any]:
+    return {
+        "title": f"Bench gadget {i}",
+        "description": "A gadget traded by the deals benchmark.",
+        "category": CATEGORY,
+        "price": price,
+        "quantity": 1,
+        "condition": "new",
+        "txn_id": f"{tag}-listing-{i}",
+    }
+
+
+async def seed_listings(
+    conns: list[Conn], sellers: list[Agent], prices: list[int], tag: str, first: int = 0
+) -> list[str]:
+    """One listing per lifecycle (lifecycle i: listing i + `first` by seller i mod len(sellers))."""
+    free: asyncio.Queue[Conn] = asyncio.Queue()
+    for c in conns:
+        free.put_nowait(c)
+    ids: list[str] = [""] * len(prices)
+
+    async def one(i: int) -> None:
+        conn = await free.get()
+        try:
+            seller = sellers[i % len(sellers)]
+            status, answer = await conn.request(
+                "POST", "/api/v1/listings", seller.token, listing_body(first + i, prices[i], tag)
+            )
+            if status >= 300:
+                raise RuntimeError(f"listing {i}: {status} {str(answer)[:300]}")
+            ids[i] = str(answer["listing_id"])
+        finally:
+            free.put_nowait(conn)
+
+    await asyncio.gather(*(one(i) for i in range(len(prices))))
+    return ids
+
+
 async def lifecycle(
-    conn: Conn, i: int, seller: Agent, buyer: Agent, price: int, tag: str, steps: dict[str, list[float]]
+    conn: Conn,
+    i: int,
+    seller: Agent,
+    buyer: Agent,
+    price: int,
+    tag: str,
+    steps: dict[str, list[float]],
+    listing_id: str | None,
 ) -> tuple[str, float]:
-    """One deal from listing to confirmation; returns (deal id, seconds)."""
+    """One deal from its offer to its confirmation (from the listing when `listing_id` is None);
+    returns (deal id, seconds)."""
     t_start = time.perf_counter()
 
     async def step(name: str, method: str, path: str, token: str, body: Any = None) -> Any:
@@ -199,28 +256,15 @@ async def lifecycle(
             raise RuntimeError(f"deal {i} {name}: {status} {str(answer)[:300]}")
         return answer
 
-    listing = await step(
-        "list",
-        "POST",
-        "/api/v1/listings",
-        seller.token,
-        {
-            "title": f"Bench gadget {i}",
-            "description": "A gadget traded by the deals benchmark.",
-            "category": CATEGORY,
-            "price": price,
-            "quantity": 1,
-            "condition": "new",
-            "txn_id": f"{tag}-listing-{i}",
-        },
-    )
-    listing_id = quote(listing["listing_id"], safe="")
+    if listing_id is None:
+        listing = await step("list", "POST", "/api/v1/listings", seller.token, listing_body(i, price, tag))
+        listing_id = str(listing["listing_id"])
     offer = await step(
         "offer",
         "POST",
-        f"/api/v1/listings/{listing_id}/offers",
+        f"/api/v1/listings/{quote(listing_id, safe='')}/offers",
         buyer.token,
-        {"amount": price, "quantity": 1, "txn_id": f"{tag}-offer-{i}"},
+        {"amount": price, "quantity": 1, "txn_id": f"{tag}-offer-{listing_id}"},
     )
     deal = await step(
         "accept", "POST", f"/api/v1/offers/{quote(offer['offer_id'], safe='')}/accept", seller.token
@@ -232,6 +276,57 @@ async def lifecycle(
     if done.get("state") != "completed":
         raise RuntimeError(f"deal {i} ended {done.get('state')}")
     return str(deal["deal_id"]), time.perf_counter() - t_start
+
+
+async def per_step(
+    conns: list[Conn],
+    sellers: list[Agent],
+    buyers: list[Agent],
+    prices: list[int],
+    listing_ids: list[str],
+    tag: str,
+    server_pid: int | None,
+) -> tuple[dict[str, float], set[str]]:
+    """Every lifecycle's offer, then every accept, ... (at most len(conns) at once): the server CPU
+    of each step per request (ms). Returns it and the ids of the deals it completed."""
+    free: asyncio.Queue[Conn] = asyncio.Queue()
+    for c in conns:
+        free.put_nowait(c)
+    n = len(prices)
+    offer_ids: list[str] = [""] * n
+    deal_ids: list[str] = [""] * n
+
+    def request(i: int, name: str) -> tuple[str, str, Agent, Any]:
+        k = i % len(sellers)
+        deal_path = f"/api/v1/deals/{quote(deal_ids[i], safe='')}"
+        if name == "offer":
+            body = {"amount": prices[i], "quantity": 1, "txn_id": f"{tag}-offer-{listing_ids[i]}"}
+            return "POST", f"/api/v1/listings/{quote(listing_ids[i], safe='')}/offers", buyers[k], body
+        if name == "accept":
+            return "POST", f"/api/v1/offers/{quote(offer_ids[i], safe='')}/accept", sellers[k], None
+        return "POST", f"{deal_path}/{name}", sellers[k] if name == "deliver" else buyers[k], None
+
+    async def one(i: int, name: str) -> None:
+        conn = await free.get()
+        try:
+            method, path, agent, body = request(i, name)
+            status, answer = await conn.request(method, path, agent.token, body)
+            if status >= 300:
+                raise RuntimeError(f"deal {i} {name}: {status} {str(answer)[:300]}")
+            if name == "offer":
+                offer_ids[i] = str(answer["offer_id"])
+            elif name == "accept":
+                deal_ids[i] = str(answer["deal_id"])
+        finally:
+            free.put_nowait(conn)
+
+    cpu_ms: dict[str, float] = {}
+    for name in DEAL_STEPS:
+        cpu0 = cpu_seconds(server_pid) if server_pid else 0.0
+        await asyncio.gather(*(one(i, name) for i in range(n)))
+        if server_pid:
+            cpu_ms[name] = (cpu_seconds(server_pid) - cpu0) / n * 1000
+    return cpu_ms, set(deal_ids)
 
 
 async def check_ledger(
@@ -293,27 +388,43 @@ async def run_deals(
     agents: int = 100,
     seed: int = 5,
     server_pid: int | None = None,
+    with_listing: bool = False,
+    step_cpu: bool = False,
 ) -> DealsResult:
     """`n` full deal lifecycles against a running server (open registration, send rate limits
     raised), at most `concurrency` at once; `admin` is an admin's access token or (email, password).
-    Prints the figures and returns them, the ledger check included."""
+    The listings are posted before the clock starts unless `with_listing`; `step_cpu` adds a
+    step-by-step pass measuring each step's server CPU. Prints the figures and returns them, the
+    ledger check included."""
     rng = random.Random(seed)
     base = base_url.rstrip("/")
     tag = f"d{rng.randrange(16**6):06x}"
     agents = max(1, min(agents, n))
     prices = [rng.randrange(500, 50_000) for _ in range(n)]
     admin_api = Api(base, await admin_token(base, admin))
+    url = httpx.URL(base)
+    conns = [Conn(url.host, url.port or 80) for _ in range(min(concurrency, n))]
     try:
         t0 = time.perf_counter()
-        sellers, buyers, minted = await setup(base, admin_api, agents, prices, tag)
+        sellers, buyers, minted = await setup(base, admin_api, agents, prices, tag, 2 if step_cpu else 1)
         print(
             f"  setup: {agents} sellers in #{CATEGORY}, {agents} buyers with credits, {agents} DMs "
             f"({time.perf_counter() - t0:.1f} s)",
             flush=True,
         )
-        url = httpx.URL(base)
-        steps: dict[str, list[float]] = {name: [] for name in STEPS}
-        conns = [Conn(url.host, url.port or 80) for _ in range(min(concurrency, n))]
+        listing_ids: list[str | None] = [None] * n
+        if not with_listing:
+            t0 = time.perf_counter()
+            cpu0 = cpu_seconds(server_pid) if server_pid else 0.0
+            listing_ids = list(await seed_listings(conns, sellers, prices, tag))
+            took = time.perf_counter() - t0
+            cpu = (
+                f", server CPU {(cpu_seconds(server_pid) - cpu0) / n * 1000:.2f} ms each"
+                if server_pid
+                else ""
+            )
+            print(f"  setup: {n:,} listings posted ({took:.1f} s{cpu}), not timed", flush=True)
+        steps: dict[str, list[float]] = {name: [] for name in STEPS if with_listing or name != "list"}
         free: asyncio.Queue[Conn] = asyncio.Queue()
         for c in conns:
             free.put_nowait(c)
@@ -325,7 +436,9 @@ async def run_deals(
             conn = await free.get()
             try:
                 k = i % agents
-                deal_id, took = await lifecycle(conn, i, sellers[k], buyers[k], prices[i], tag, steps)
+                deal_id, took = await lifecycle(
+                    conn, i, sellers[k], buyers[k], prices[i], tag, steps, listing_ids[i]
+                )
                 deal_ids.add(deal_id)
                 times.append(took)
             except Exception as exc:
@@ -340,10 +453,20 @@ async def run_deals(
         await asyncio.gather(*(one(i) for i in range(n)))
         elapsed = time.perf_counter() - t0
         cpu = cpu_seconds(server_pid) - cpu0 if server_pid and cpu0 is not None else None
-        while not free.empty():
-            await free.get_nowait().close()
+        conns = [free.get_nowait() for _ in range(free.qsize())]
         result = DealsResult(n, len(times), failures, elapsed, times, steps, cpu)
         report(result, concurrency, server_pid)
+        if step_cpu:
+            more = list(await seed_listings(conns, sellers, prices, tag, first=n))
+            cpu_ms, more_deals = await per_step(conns, sellers, buyers, prices, more, tag, server_pid)
+            deal_ids |= more_deals
+            if cpu_ms:
+                print(
+                    "per step (server CPU per request, step by step): "
+                    + "  ".join(f"{name} {ms:.2f} ms" for name, ms in cpu_ms.items())
+                    + f"  = {sum(cpu_ms.values()):.2f} ms per deal",
+                    flush=True,
+                )
         result.ledger = await check_ledger(admin_api, sellers, buyers, minted, deal_ids)
         ledger = result.ledger
         print(
@@ -358,11 +481,14 @@ async def run_deals(
         print(f"target (>= 200 completed deals/s, ledger invariants hold): {'met' if met else 'NOT met'}")
         return result
     finally:
+        for c in conns:
+            await c.close()
         await admin_api.close()
 
 
 def report(result: DealsResult, concurrency: int, server_pid: int | None) -> None:
-    requests = result.completed * len(STEPS)
+    n_steps = len(result.steps)
+    requests = result.completed * n_steps
     print(
         f"deals:    {result.completed:,} of {result.deals:,} completed in {result.seconds:.2f} s = "
         f"{result.deals_per_second:,.0f} deals/s ({requests / result.seconds:,.0f} requests/s), "
@@ -374,7 +500,7 @@ def report(result: DealsResult, concurrency: int, server_pid: int | None) -> Non
     if result.lifecycle:
         life = result.lifecycle
         print(
-            f"lifecycle (6 requests, {min(concurrency, result.deals)} in flight): "
+            f"lifecycle ({n_steps} requests, {min(concurrency, result.deals)} in flight): "
             f"p50 {pct(life, 50):.2f} s  p95 {pct(life, 95):.2f} s  max {max(life):.2f} s"
         )
         print(
@@ -422,6 +548,8 @@ def bench(
     agents: int = 100,
     database_url: str | None = None,
     seed: int = 5,
+    with_listing: bool = False,
+    step_cpu: bool = False,
 ) -> DealsResult:
     """Start a server on a fresh data dir (127.0.0.1), run `run_deals`, stop it."""
     tmp = Path(tempfile.mkdtemp(prefix="clawlist-deals-"))
@@ -441,6 +569,7 @@ def bench(
         if database_url:
             env["CLAWLIST_DATABASE_URL"] = database_url
         proc = start_server(tmp, port, env)
+        print(f"  server: pid {proc.pid}, port {port}", flush=True)
         try:
             return asyncio.run(
                 run_deals(
@@ -451,6 +580,8 @@ def bench(
                     agents=agents,
                     seed=seed,
                     server_pid=proc.pid,
+                    with_listing=with_listing,
+                    step_cpu=step_cpu,
                 )
             )
         finally:
@@ -468,6 +599,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=1000, help="lifecycles in flight at once")
     parser.add_argument("--agents", type=int, default=100, help="sellers, and as many buyers")
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument(
+        "--with-listing", action="store_true", help="post each listing inside its timed lifecycle"
+    )
+    parser.add_argument(
+        "--per-step", action="store_true", help="then run step by step: each step's server CPU"
+    )
     parser.add_argument("--database-url", help="a fresh PostgreSQL database (default: SQLite)")
     parser.add_argument("--server", help="use a running server (open registration, raised send rate limits)")
     parser.add_argument("--admin-token", help="with --server: an admin's access token")
@@ -478,11 +615,26 @@ def main() -> None:
         if admin is None:
             parser.error("--server needs --admin-token or --admin EMAIL PASSWORD")
         result = asyncio.run(
-            run_deals(args.server, admin, args.deals, args.concurrency, agents=args.agents, seed=args.seed)
+            run_deals(
+                args.server,
+                admin,
+                args.deals,
+                args.concurrency,
+                agents=args.agents,
+                seed=args.seed,
+                with_listing=args.with_listing,
+                step_cpu=args.per_step,
+            )
         )
     else:
         result = bench(
-            args.deals, args.concurrency, agents=args.agents, database_url=args.database_url, seed=args.seed
+            args.deals,
+            args.concurrency,
+            agents=args.agents,
+            database_url=args.database_url,
+            seed=args.seed,
+            with_listing=args.with_listing,
+            step_cpu=args.per_step,
         )
     if result.failures or not result.ledger.get("holds"):
         raise SystemExit(1)

@@ -112,6 +112,19 @@ class Settings(BaseSettings):
     sqlite_checkpoint_interval_seconds: float = Field(
         1.0, gt=0, description="SQLite: how often a background thread checkpoints the write-ahead log."
     )
+    sqlite_cache_mb: int = Field(
+        16,
+        ge=1,
+        le=65_536,
+        description="SQLite: page cache of each database connection, in MiB (PRAGMA cache_size).",
+    )
+    sqlite_mmap_mb: int = Field(
+        256,
+        ge=0,
+        le=65_536,
+        description="SQLite: how much of the database file each connection reads through a shared "
+        "memory map, in MiB (PRAGMA mmap_size); 0 turns memory-mapped reads off.",
+    )
 
     # real-time delivery
     feed_buffer_events: int = Field(

@@ -1,17 +1,27 @@
 """Listing search (GET /api/v1/listings) on SQLite FTS5 and PostgreSQL full-text search: filters,
-sorts, relevance, keyset pagination, cursors, hostile query text, reputation order, expiry, access.
+sorts, relevance, keyset pagination, cursors, hostile query text, reputation order (the sellers'
+real reputation scores, from trades run through the real actions), expiry, access.
 Every test runs on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
+import random
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 from sqlalchemy import update
 
-from clawlist.storage.tables import listings
-from tests.api.test_listings_api import add_deal, error, listed, market_env
+from clawlist.actions.market import deals
+from clawlist.actions.market import listings as listing_actions
+from clawlist.actions.market.reputation import all_ratings, reputation
+from clawlist.actions.market.search import SELLER_SCORES, seller_scores
+from clawlist.core import reputation as rep
+from clawlist.storage.tables import deals as deals_table
+from clawlist.storage.tables import disputes, feedback, listings
+from tests.api.test_listings_api import error, listed, market_env
+from tests.api.test_reputation_api import MarketWorld, actor_of, open_world
 from tests.helpers import Agent, register
 
 API = "/api/v1"
@@ -269,29 +279,6 @@ async def test_hostile_query_text_never_fails(client, market):
         assert ids(await search(client, alice, q=text + " desk")) == [market["id"]["D"]], text
 
 
-async def test_reputation_sort_uses_completed_deals(client, market):
-    alice, bob, carol = market["agents"]
-    i, svc = market["id"], market["svc"]
-    await add_deal(svc, i["C"], bob.user_id, alice.user_id, "completed", 1)
-    await add_deal(svc, i["D"], bob.user_id, carol.user_id, "completed", 2)
-    await add_deal(svc, i["E"], carol.user_id, alice.user_id, "resolved", 3)
-    await add_deal(svc, i["A"], alice.user_id, bob.user_id, "cancelled", 4)
-    await add_deal(svc, i["B"], alice.user_id, bob.user_id, "funded", 5)
-    page = await search(client, alice, sort="reputation")
-    sellers = [(x["seller"], x["seller_completed_deals"]) for x in page["listings"]]
-    assert [s for s, _ in sellers] == [bob.user_id] * 2 + [carol.user_id] * 3 + [alice.user_id] * 2
-    assert [n for _, n in sellers] == [2, 2, 1, 1, 1, 0, 0]
-    within = [(x["created_ts"], x["listing_id"]) for x in page["listings"][2:5]]
-    assert within == sorted(within, reverse=True)  # newest first within the same reputation
-    page = await search(client, alice, sort="reputation", q="headphones")
-    found = page["listings"]
-    assert [x["seller"] for x in found] == [bob.user_id] * 2 + [alice.user_id] * 2
-    assert {x["listing_id"] for x in found[:2]} == {i["C"], i["D"]}
-    for group in (found[:2], found[2:]):
-        keys = [(x["created_ts"], x["listing_id"]) for x in group]
-        assert keys == sorted(keys, reverse=True)
-
-
 async def test_expired_listings_leave_the_active_search(client, market):
     alice = market["agents"][0]
     i, svc = market["id"], market["svc"]
@@ -328,23 +315,6 @@ async def test_limit_is_capped_by_the_setting(settings_for):
         assert len((await search(client, alice))["listings"]) == 3  # default 20, capped too
 
 
-async def test_reputation_pages_cross_from_sellers_with_deals_to_the_rest(client, market):
-    alice, bob, carol = market["agents"]
-    i, svc = market["id"], market["svc"]
-    for n in range(3):
-        await add_deal(svc, i["C"], bob.user_id, alice.user_id, "completed", 10 + n)
-    await add_deal(svc, i["E"], carol.user_id, alice.user_id, "completed", 20)
-    whole = await search(client, alice, sort="reputation", limit=100)
-    order = [(x["seller"], x["seller_completed_deals"]) for x in whole["listings"]]
-    assert order == [(bob.user_id, 3)] * 2 + [(carol.user_id, 1)] * 3 + [(alice.user_id, 0)] * 2
-    for size in (1, 2, 3, 4):
-        assert await all_pages(client, alice, sort="reputation", limit=size) == ids(whole)
-    for params in ({"category": "skills"}, {"max_price": 5000}, {"state": "any"}, {"seller": carol.user_id}):
-        whole = ids(await search(client, alice, sort="reputation", limit=100, **params))
-        assert whole, params
-        assert await all_pages(client, alice, sort="reputation", limit=2, **params) == whole, params
-
-
 async def test_relevance_ties_page_in_listing_id_order(client, market):
     bob = market["agents"][1]
     same = {
@@ -354,3 +324,244 @@ async def test_relevance_ties_page_in_listing_id_order(client, market):
     assert ids(page) == sorted(same)  # equal scores: listing id ascending
     for size in (1, 2, 4):
         assert await all_pages(client, bob, q="brass lamp", limit=size) == sorted(same)
+
+
+# -- reputation order: the sellers' real scores ------------------------------------------------------
+
+
+async def rate(w: MarketWorld, rater: Agent, deal_id: str, rating: int) -> None:
+    r = await w.rate(rater, deal_id, rating)
+    assert r.status_code == 201, r.text
+
+
+@pytest.fixture
+async def rated(settings_for: Any) -> AsyncIterator[dict[str, Any]]:
+    """Trades through the real actions, then each seller's active listings. Scores (unique
+    positive minus unique negative counterparties, resolved disputes counted):
+    bob 2, alice 1 (three deals, one counterparty), carol 0 and frank 0 (never rated),
+    erin -1 (at fault in a released dispute), dave -1 (refunded dispute; the buyer's +1 on that
+    deal is replaced by the finding, and a neutral rating counts for nothing)."""
+    async for w in open_world(settings_for):
+        names = ("alice", "bob", "carol", "dave", "erin", "frank", "gina")
+        alice, bob, carol, dave, erin, frank, gina = [await w.agent(n) for n in names]
+        for buyer in (carol, gina):
+            await rate(w, buyer, await w.completed(buyer, bob), 1)
+        disputed = await w.disputed(frank, bob)  # a split blames nobody
+        await deals.resolve(w.svc, w.system, disputed, "split", buyer_amount=2500, decision="half each")
+        for _ in range(3):
+            await rate(w, carol, await w.completed(carol, alice), 1)
+        disputed = await w.disputed(gina, dave)
+        await deals.resolve(w.svc, w.system, disputed, "refund", decision="never sent")
+        await rate(w, gina, disputed, 1)
+        await rate(w, carol, await w.completed(carol, dave), 0)
+        disputed = await w.disputed(erin, frank)
+        await deals.resolve(w.svc, w.system, disputed, "release", decision="it was delivered")
+        posted: dict[str, list[str]] = {}
+        for seller, titles in (
+            (bob, ["Oak table", "Brass lamp"]),
+            (alice, ["Oak chair", "Desk fan"]),
+            (carol, ["Oak stool"]),
+            (frank, ["Wool rug", "Oak shelf"]),
+            (dave, ["Oak bench"]),
+            (erin, ["Old radio", "Oak crate"]),
+        ):
+            for n, title in enumerate(titles):
+                category = "furniture" if "Oak" in title else "electronics"
+                fields = {"title": title, "category": category, "price": 1000 + 500 * n}
+                listing = await listing_actions.create_listing(w.svc, actor_of(seller), fields)
+                posted.setdefault(seller.user_id, []).append(listing["listing_id"])
+        scores = {
+            a.user_id: s for a, s in ((alice, 1), (bob, 2), (carol, 0), (dave, -1), (erin, -1), (frank, 0))
+        }
+        yield {
+            "world": w,
+            "agents": dict(zip(names, (alice, bob, carol, dave, erin, frank, gina), strict=True)),
+            "posted": posted,
+            "scores": scores,
+        }
+
+
+def in_reputation_order(found: list[dict[str, Any]]) -> bool:
+    """Score descending, then newest first, then listing id descending."""
+    keys = [(x["seller_score"], x["created_ts"], x["listing_id"]) for x in found]
+    return keys == sorted(keys, reverse=True)
+
+
+async def test_reputation_sort_follows_the_sellers_scores(rated: dict[str, Any]) -> None:
+    w, agents, scores = rated["world"], rated["agents"], rated["scores"]
+    viewer = agents["gina"]
+    page = await search(w.client, viewer, sort="reputation", limit=100)
+    found = page["listings"]
+    assert page["sort"] == "reputation" and not page["next_cursor"]
+    # every listing carries its seller's score, the very score the profile shows
+    for seller in {x["seller"] for x in found}:
+        assert (await reputation(w.svc, seller))["score"] == scores.get(seller, 0), seller
+    for x in found:
+        assert x["seller_score"] == scores.get(x["seller"], 0), x
+    mine = {lid for ids_ in rated["posted"].values() for lid in ids_}
+    assert mine <= {x["listing_id"] for x in found}
+    # the higher score ranks first: bob (2) above alice (1, more deals), zeros, then -1
+    sellers = [x["seller"] for x in found if x["listing_id"] in mine]
+    a = agents
+    assert sellers[:4] == [a["bob"].user_id] * 2 + [a["alice"].user_id] * 2
+    assert set(sellers[4:7]) == {a["carol"].user_id, a["frank"].user_id}
+    assert set(sellers[7:]) == {a["dave"].user_id, a["erin"].user_id}
+    assert in_reputation_order(found)
+    # with words (one statement over the full-text index): the same order, narrowed
+    oak = await search(w.client, viewer, sort="reputation", q="oak", limit=100)
+    assert ids(oak) == [x["listing_id"] for x in found if x["title"].startswith("Oak")]
+
+
+async def test_reputation_pages_are_complete_without_duplicates(rated: dict[str, Any]) -> None:
+    w, agents = rated["world"], rated["agents"]
+    viewer = agents["carol"]
+    for params in (
+        {},
+        {"q": "oak"},
+        {"category": "furniture"},
+        {"max_price": 1000},
+        {"state": "any"},
+        {"seller": agents["erin"].user_id},
+        {"q": "oak", "min_price": 1000, "max_price": 1000},
+    ):
+        whole = ids(await search(w.client, viewer, sort="reputation", limit=100, **params))
+        assert whole, params
+        for size in (1, 2, 3, 5):
+            paged = await all_pages(w.client, viewer, sort="reputation", limit=size, **params)
+            assert paged == whole, (params, size)
+            assert len(set(paged)) == len(paged), (params, size)
+
+
+async def test_a_new_rating_reorders_the_next_search(rated: dict[str, Any]) -> None:
+    w, agents = rated["world"], rated["agents"]
+    viewer, frank = agents["gina"], agents["frank"]
+    first = await search(w.client, viewer, sort="reputation", limit=2)
+    assert {x["seller"] for x in first["listings"]} == {agents["bob"].user_id}
+    # frank sells to three buyers who rate him +1: score 3, above bob
+    for buyer in (agents["alice"], agents["carol"], agents["gina"]):
+        await rate(w, buyer, await w.completed(buyer, frank, title="a rug"), 1)
+    assert (await reputation(w.svc, frank.user_id))["score"] == 3
+    found = (await search(w.client, viewer, sort="reputation", limit=100))["listings"]
+    assert [x["seller"] for x in found[:2]] == [frank.user_id] * 2
+    assert found[0]["seller_score"] == 3 and in_reputation_order(found)
+    # a cursor taken before the change still ends the walk without repeating a listing
+    rest = await all_pages(w.client, viewer, sort="reputation", limit=3, cursor=first["next_cursor"])
+    assert not set(rest) & set(ids(first)) and len(set(rest)) == len(rest)
+
+
+async def test_the_sql_scores_equal_the_reputation_rules(app_env: dict[str, Any]) -> None:
+    """Random feedback and dispute resolutions (rows as the deal and feedback actions write them):
+    the scores computed in SQL are `core.reputation.score` over the ratings the reputation
+    action reads, for every agent; the per-process copy follows a new rating and a resolution."""
+    svc = app_env["services"]
+    rng = random.Random(3)
+    agents = [f"@agent{i}:test.local" for i in range(12)]
+    deal_rows, feedback_rows, dispute_rows = [], [], []
+    for d in range(300):
+        seller, buyer = rng.sample(agents, 2)
+        deal_id = f"deal-{d}"
+        outcome = rng.choice((None, None, None, "refund", "release", "split"))
+        open_only = outcome is not None and rng.random() < 0.2  # an open dispute counts for nothing
+        deal_rows.append(
+            {
+                "deal_id": deal_id,
+                "listing_id": f"$l{d}",
+                "offer_id": f"$o{d}",
+                "room_id": "!dm:test.local",
+                "buyer": buyer,
+                "seller": seller,
+                "amount": 100,
+                "quantity": 1,
+                "state": "completed" if outcome is None else "resolved",
+                "created_ts": 1,
+                "updated_ts": 1,
+            }
+        )
+        if outcome is not None:
+            dispute_rows.append(
+                {
+                    "deal_id": deal_id,
+                    "opened_by": buyer,
+                    "reason": "r",
+                    "state": "open" if open_only else "resolved",
+                    "opened_ts": 1,
+                    "resolved_ts": None if open_only else 2,
+                    "outcome": None if open_only else outcome,
+                }
+            )
+        for rater, ratee in ((buyer, seller), (seller, buyer)):
+            if rng.random() < 0.7:
+                feedback_rows.append(
+                    {
+                        "deal_id": deal_id,
+                        "rater": rater,
+                        "ratee": ratee,
+                        "rating": rng.choice((1, 1, 0, -1)),
+                        "comment": "",
+                        "deal_amount": 100,
+                        "created_ts": 1,
+                    }
+                )
+    async with svc.db.write() as conn:
+        await conn.execute(deals_table.insert(), deal_rows)
+        await conn.execute(feedback.insert(), feedback_rows)
+        await conn.execute(disputes.insert(), dispute_rows)
+
+    async def both() -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+        async with svc.db.read() as conn:
+            in_sql = {str(r.seller): int(r.n) for r in (await conn.execute(SELLER_SCORES)).all()}
+            ratings = await all_ratings(conn)
+            kept = dict((await seller_scores(svc, conn)).ranked)
+        received: dict[str, list[rep.Rating]] = {}
+        for r in ratings:
+            received.setdefault(r.ratee, []).append(r)
+        return in_sql, {k: rep.score(v) for k, v in received.items()}, kept
+
+    in_sql, by_rules, kept = await both()
+    assert in_sql == by_rules and len(in_sql) == len(agents)
+    assert kept == {k: v for k, v in by_rules.items() if v} and any(v < 0 for v in kept.values())
+    # a new rating, then a resolution: the kept copy follows both
+    target = min(kept, key=lambda k: kept[k])
+    async with svc.db.write() as conn:
+        await conn.execute(
+            deals_table.insert().values(
+                deal_id="deal-new",
+                listing_id="$new",
+                offer_id="$onew",
+                room_id="!dm:test.local",
+                buyer="@newcomer:test.local",
+                seller=target,
+                amount=100,
+                quantity=1,
+                state="resolved",
+                created_ts=1,
+                updated_ts=1,
+            )
+        )
+        await conn.execute(
+            feedback.insert().values(
+                deal_id="deal-new",
+                rater="@newcomer:test.local",
+                ratee=target,
+                rating=1,
+                comment="",
+                deal_amount=100,
+                created_ts=3,
+            )
+        )
+    _, by_rules, kept = await both()
+    assert kept[target] == by_rules[target] == in_sql[target] + 1
+    async with svc.db.write() as conn:
+        await conn.execute(
+            disputes.insert().values(
+                deal_id="deal-new",
+                opened_by="@newcomer:test.local",
+                reason="r",
+                state="resolved",
+                opened_ts=3,
+                resolved_ts=4,
+                outcome="refund",
+            )
+        )
+    _, by_rules, kept = await both()
+    assert kept.get(target, 0) == by_rules[target] == in_sql[target] - 1  # the +1 became a -1

@@ -50,7 +50,12 @@ def build_services(
     clock = clock or SystemClock()
     rng = rng or SystemRandomness()
     bus = bus or open_bus(settings.bus_url)
-    db = Database(settings.db_url, schema=schema or settings.database_schema)
+    db = Database(
+        settings.db_url,
+        schema=schema or settings.database_schema,
+        sqlite_cache_mb=settings.sqlite_cache_mb,
+        sqlite_mmap_mb=settings.sqlite_mmap_mb,
+    )
     feed = EventFeed(
         db,
         bus,

@@ -20,6 +20,10 @@ log = logging.getLogger(__name__)
 #: Key in a connection's `info` dict counting the statements that may have changed data.
 WRITES_KEY = "clawlist.writes"
 _READ_ONLY_PREFIXES = ("SELECT", "SAVEPOINT", "RELEASE", "PRAGMA")
+#: SQLite page cache per connection (MiB) and memory-mapped reads (MiB): the defaults of the
+#: `sqlite_cache_mb` and `sqlite_mmap_mb` settings, which `actions.services` passes in.
+DEFAULT_SQLITE_CACHE_MB = 16
+DEFAULT_SQLITE_MMAP_MB = 256
 
 
 class SyncConnectionAdapter:
@@ -53,7 +57,15 @@ class Database:
     PostgreSQL: one async pool for both.
     """
 
-    def __init__(self, url: str, *, schema: str | None = None, pool_size: int = 10) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str | None = None,
+        pool_size: int = 10,
+        sqlite_cache_mb: int = DEFAULT_SQLITE_CACHE_MB,
+        sqlite_mmap_mb: int = DEFAULT_SQLITE_MMAP_MB,
+    ) -> None:
         self.url = url
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
@@ -73,10 +85,11 @@ class Database:
             self.sync_engine = create_engine(sync_url, pool_size=1, max_overflow=0)
             # Readers never wait for a pooled connection (that would block the event loop).
             self.sync_read_engine = create_engine(sync_url, pool_size=8, max_overflow=-1)
-            _sqlite_setup(self.write_engine.sync_engine, begin="BEGIN IMMEDIATE")
-            _sqlite_setup(self.read_engine.sync_engine, begin="BEGIN")
-            _sqlite_setup(self.sync_engine, begin="BEGIN IMMEDIATE", autocheckpoint=False)
-            _sqlite_setup(self.sync_read_engine, begin="BEGIN")
+            pragmas = _SqlitePragmas(cache_mb=sqlite_cache_mb, mmap_mb=sqlite_mmap_mb)
+            _sqlite_setup(self.write_engine.sync_engine, pragmas, begin="BEGIN IMMEDIATE")
+            _sqlite_setup(self.read_engine.sync_engine, pragmas, begin="BEGIN")
+            _sqlite_setup(self.sync_engine, pragmas, begin="BEGIN IMMEDIATE", autocheckpoint=False)
+            _sqlite_setup(self.sync_read_engine, pragmas, begin="BEGIN")
             self.sqlite_path = path
         else:
             connect_args: dict[str, Any] = {}
@@ -185,7 +198,30 @@ def _checkpoint(path: str, mode: str) -> None:
         conn.close()
 
 
-def _sqlite_setup(engine: Engine, *, begin: str, autocheckpoint: bool = True) -> None:
+class _SqlitePragmas:
+    """The per-connection memory PRAGMAs, validated once (they are formatted into the statements).
+
+    cache_size is each connection's private page cache (a negative value is KiB); mmap_size maps
+    up to that many bytes of the database file into the process, so reading a page costs no copy
+    into the private cache: the mapped pages are the operating system's shared file cache, one copy
+    for every connection (and every process) reading the same file, reclaimable under pressure.
+    Pages still in the write-ahead log are read the usual way until a checkpoint copies them over.
+    """
+
+    __slots__ = ("cache_kib", "mmap_bytes")
+
+    def __init__(self, *, cache_mb: int, mmap_mb: int) -> None:
+        if isinstance(cache_mb, bool) or not isinstance(cache_mb, int) or cache_mb < 1:
+            raise ValueError("sqlite cache must be a whole number of MiB >= 1")
+        if isinstance(mmap_mb, bool) or not isinstance(mmap_mb, int) or mmap_mb < 0:
+            raise ValueError("sqlite mmap size must be a whole number of MiB >= 0")
+        self.cache_kib = cache_mb * 1024
+        self.mmap_bytes = mmap_mb * 1024 * 1024
+
+
+def _sqlite_setup(
+    engine: Engine, pragmas: _SqlitePragmas, *, begin: str, autocheckpoint: bool = True
+) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # Take transaction control from the driver, so BEGIN is ours to emit.
@@ -196,7 +232,8 @@ def _sqlite_setup(engine: Engine, *, begin: str, autocheckpoint: bool = True) ->
         # operating-system crash or power loss may lose the last transactions.
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA busy_timeout=10000")
-        cursor.execute("PRAGMA cache_size=-16000")
+        cursor.execute(f"PRAGMA cache_size=-{pragmas.cache_kib}")
+        cursor.execute(f"PRAGMA mmap_size={pragmas.mmap_bytes}")
         if not autocheckpoint:
             cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, bindparam, or_, select
 from sqlalchemy.engine import Row
 
 from clawlist.actions.actor import Actor
@@ -38,6 +38,10 @@ _DEAL_FIELDS = (
 )
 
 
+#: A transition as `get_deal` shows it.
+TRANSITION_FIELDS = ("seq", "from_state", "to_state", "actor", "event_id", "note", "ts")
+
+
 def deal_dict(row: Row[Any] | dict[str, Any]) -> dict[str, Any]:
     data = dict(row._mapping) if isinstance(row, Row) else row
     return {k: data.get(k) for k in _DEAL_FIELDS}
@@ -52,27 +56,40 @@ def _when(ms: int | None) -> str:
 def _body(deal: dict[str, Any], action: str) -> str:
     did, amount = deal["deal_id"], format_credits(int(deal["amount"]))
     buyer, seller = deal["buyer"], deal["seller"]
-    fee = int(deal["fee"] or 0)
-    texts = {
-        "agree": f"Deal {did} agreed: {buyer} buys {deal['quantity']} from {seller} for {amount}. "
-        f"Next: the buyer funds it before {_when(deal['due_ts'])}.",
-        "fund": f"Deal {did} funded: {amount} held in escrow. Next: the seller delivers and marks it "
-        "delivered.",
-        "deliver": f"Deal {did} delivered. Next: the buyer confirms (or disputes); it completes on its "
-        f"own at {_when(deal['due_ts'])}.",
-        "confirm": f"Deal {did} completed: {seller} received {format_credits(int(deal['amount']) - fee)} "
-        f"(fee {format_credits(fee)}).",
-        "auto_confirm": f"Deal {did} completed automatically (the buyer neither confirmed nor disputed): "
-        f"{seller} received {format_credits(int(deal['amount']) - fee)} (fee {format_credits(fee)}).",
-        "cancel_request": f"Deal {did}: {deal['cancel_requested_by']} asks to cancel. The other party "
-        "cancels too to refund the buyer.",
-        "cancel": f"Deal {did} cancelled."
-        + (f" {amount} returned to {buyer}." if deal.get("_refunded") else ""),
-        "expire": f"Deal {did} cancelled: it was not funded in time.",
-        "dispute": f"Deal {did} disputed: the credits stay in escrow until a moderator decides.",
-        "resolve": f"Deal {did} resolved by a moderator.",
-    }
-    return texts.get(action, f"Deal {did}: {action}, now {deal['state']}.")
+    if action == "agree":
+        return (
+            f"Deal {did} agreed: {buyer} buys {deal['quantity']} from {seller} for {amount}. "
+            f"Next: the buyer funds it before {_when(deal['due_ts'])}."
+        )
+    if action == "fund":
+        return (
+            f"Deal {did} funded: {amount} held in escrow. Next: the seller delivers and marks it delivered."
+        )
+    if action == "deliver":
+        return (
+            f"Deal {did} delivered. Next: the buyer confirms (or disputes); it completes on its "
+            f"own at {_when(deal['due_ts'])}."
+        )
+    if action in ("confirm", "auto_confirm"):
+        fee = int(deal["fee"] or 0)
+        paid = f"{seller} received {format_credits(int(deal['amount']) - fee)} (fee {format_credits(fee)})."
+        if action == "confirm":
+            return f"Deal {did} completed: {paid}"
+        return f"Deal {did} completed automatically (the buyer neither confirmed nor disputed): {paid}"
+    if action == "cancel_request":
+        return (
+            f"Deal {did}: {deal['cancel_requested_by']} asks to cancel. The other party "
+            "cancels too to refund the buyer."
+        )
+    if action == "cancel":
+        return f"Deal {did} cancelled." + (f" {amount} returned to {buyer}." if deal.get("_refunded") else "")
+    if action == "expire":
+        return f"Deal {did} cancelled: it was not funded in time."
+    if action == "dispute":
+        return f"Deal {did} disputed: the credits stay in escrow until a moderator decides."
+    if action == "resolve":
+        return f"Deal {did} resolved by a moderator."
+    return f"Deal {did}: {action}, now {deal['state']}."
 
 
 def deal_event_content(deal: dict[str, Any], action: str) -> dict[str, Any]:
@@ -106,27 +123,30 @@ def may_see(actor: Actor, buyer: str, seller: str) -> bool:
     return actor.principal_id in (buyer, seller) or actor.is_staff
 
 
+# Built once: get_deal runs after every deal step a client takes through an offer.
+_DEAL_WITH_TITLE = (
+    select(deals, listings.c.title)
+    .select_from(deals.outerjoin(listings, listings.c.listing_id == deals.c.listing_id))
+    .where(deals.c.deal_id == bindparam("deal_id"))
+)
+_TRANSITIONS = (
+    select(deal_transitions)
+    .where(deal_transitions.c.deal_id == bindparam("deal_id"))
+    .order_by(deal_transitions.c.seq)
+)
+_DISPUTE = select(disputes).where(disputes.c.deal_id == bindparam("deal_id"))
+
+
 async def get_deal(svc: Services, actor: Actor, deal_id: str) -> dict[str, Any]:
     """A deal with its transitions (and its dispute, if any): parties and staff only, else 404."""
     check_id(deal_id)
+    params = {"deal_id": deal_id}
     async with svc.db.read() as conn:
-        row = (
-            await conn.execute(
-                select(deals, listings.c.title)
-                .select_from(deals.outerjoin(listings, listings.c.listing_id == deals.c.listing_id))
-                .where(deals.c.deal_id == deal_id)
-            )
-        ).first()
+        row = (await conn.execute(_DEAL_WITH_TITLE, params)).first()
         if row is None or not may_see(actor, row.buyer, row.seller):
             raise not_found(f"no deal {deal_id}")
-        steps = (
-            await conn.execute(
-                select(deal_transitions)
-                .where(deal_transitions.c.deal_id == deal_id)
-                .order_by(deal_transitions.c.seq)
-            )
-        ).all()
-        dispute = (await conn.execute(select(disputes).where(disputes.c.deal_id == deal_id))).first()
+        steps = (await conn.execute(_TRANSITIONS, params)).all()
+        dispute = (await conn.execute(_DISPUTE, params)).first() if row.state != DealState.AGREED else None
     out = deal_dict(row)
     out["title"] = row.title
     out["transitions"] = [
@@ -140,7 +160,7 @@ async def get_deal(svc: Services, actor: Actor, deal_id: str) -> dict[str, Any]:
             "ts": int(s.ts),
         }
         for s in steps
-    ]
+    ]  # the fields of TRANSITION_FIELDS
     out["dispute"] = (
         {k: v for k, v in dict(dispute._mapping).items() if k != "deal_id"} if dispute is not None else None
     )
@@ -197,4 +217,13 @@ async def list_deals(
     return [{**deal_dict(r), "title": r.title} for r in rows]
 
 
-__all__ = ["MAX_ID", "check_id", "deal_dict", "deal_event_content", "get_deal", "list_deals", "may_see"]
+__all__ = [
+    "MAX_ID",
+    "TRANSITION_FIELDS",
+    "check_id",
+    "deal_dict",
+    "deal_event_content",
+    "get_deal",
+    "list_deals",
+    "may_see",
+]

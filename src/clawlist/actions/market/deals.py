@@ -6,6 +6,11 @@ the money (idempotent ledger transfers keyed `fund:<deal>`, `release:<deal>`, `r
 a `deal_transitions` row beside it. The writer serialises every write, so two concurrent moves on
 one deal (or fundings that together exceed a wallet) cannot both pass their checks.
 
+A step is a handful of prebuilt statements: the deal read, the ledger transfer (four statements,
+`ledger.post_transfer`), the deals row update, the transition numbered in its INSERT, and on a
+deal's end the listing settled in one UPDATE. The step's answer is the deal as written, not read
+back.
+
 Only the two parties see a deal (and staff); anyone else gets 404, as if it did not exist. How a
 deal is shown and read (`deal_dict`, `deal_event_content`, `get_deal`, `list_deals`) is in
 `deal_views`, how a resolution divides the escrow (`split_amounts`) in `core.deal_outcomes`; both are
@@ -16,7 +21,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    String,
+    Text,
+    bindparam,
+    case,
+    func,
+    literal_column,
+    select,
+    update,
+)
 
 from clawlist.actions import audit
 from clawlist.actions.actor import Actor, require_agent
@@ -46,6 +62,57 @@ from clawlist.storage.tables import deal_transitions, deals, disputes, listings
 OPEN_STATES = (DealState.AGREED, DealState.FUNDED, DealState.DELIVERED, DealState.DISPUTED)
 
 
+# Built once: the statements of every deal step, executed with bound parameters (constants are
+# rendered into the SQL, so nothing is expanded per execution).
+_sql = literal_column
+_DEAL_BY_ID = select(deals).where(deals.c.deal_id == bindparam("deal_id"))
+#: Every column a step may change, always all of them (one compiled form).
+_UPDATE_DEAL = update(deals).where(deals.c.deal_id == bindparam("b_deal_id"))
+_MUTABLE = ("state", "updated_ts", "cancel_requested_by", "fee", "ended_ts", "due_ts")
+_INSERT_TRANSITION = deal_transitions.insert()
+#: The next transition, numbered after the deal's last one, in one statement.
+_INSERT_NEXT_TRANSITION = deal_transitions.insert().from_select(
+    ["deal_id", "seq", "from_state", "to_state", "actor", "event_id", "note", "ts"],
+    select(
+        bindparam("deal_id", type_=String),
+        func.coalesce(func.max(deal_transitions.c.seq), _sql("0")) + _sql("1"),
+        bindparam("from_state", type_=String),
+        bindparam("to_state", type_=String),
+        bindparam("actor", type_=String),
+        bindparam("event_id", type_=String),
+        bindparam("note", type_=Text),
+        bindparam("ts", type_=BigInteger),
+    ).where(deal_transitions.c.deal_id == bindparam("deal_id", type_=String)),
+)
+_OPEN_DEAL_OF_LISTING = (
+    select(_sql("1"))
+    .select_from(deals)
+    .where(
+        (deals.c.listing_id == bindparam("b_listing_id", type_=String))
+        & deals.c.state.in_([_sql(f"'{s.value}'") for s in OPEN_STATES])
+    )
+    .exists()
+)
+_RETURNED = bindparam("returned", type_=Integer)
+#: A deal ended: `returned` units go back, and the state follows from what is left (active while
+#: units remain, reserved while open deals hold the rest, sold when none do); withdrawn and expired
+#: listings keep theirs. One statement; the ending deal's row is already updated.
+_SETTLE_LISTING = (
+    update(listings)
+    .where(listings.c.listing_id == bindparam("b_listing_id"))
+    .values(
+        available=listings.c.available + _RETURNED,
+        state=case(
+            (~listings.c.state.in_([_sql("'active'"), _sql("'reserved'"), _sql("'sold'")]), listings.c.state),
+            (listings.c.available + _RETURNED > _sql("0"), _sql("'active'")),
+            (_OPEN_DEAL_OF_LISTING, _sql("'reserved'")),
+            else_=_sql("'sold'"),
+        ),
+        updated_ts=bindparam("now", type_=BigInteger),
+    )
+)
+
+
 async def record_step(
     tx: WriteTx,
     deal: dict[str, Any],
@@ -58,7 +125,27 @@ async def record_step(
     note: str | None = None,
 ) -> dict[str, Any]:
     """Write a move: the deals row, a `clawlist.deal` event in the DM, a deal_transitions row.
-    For the first step (`deal["state"]` None) the deals row must already be inserted."""
+    For the first step (`deal["state"]` None) the deals row must already be inserted with the
+    deal's values after it (the row is not written again). Returns the deal after the move."""
+    new, _transition = await record_step_with_transition(
+        tx, deal, action=action, to_state=to_state, actor_id=actor_id, sender=sender, values=values, note=note
+    )
+    return new
+
+
+async def record_step_with_transition(
+    tx: WriteTx,
+    deal: dict[str, Any],
+    *,
+    action: str,
+    to_state: str,
+    actor_id: str,
+    sender: str,
+    values: dict[str, Any] | None = None,
+    note: str | None = None,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """`record_step`, returning the transition row written too (its `seq` for the first step only:
+    later ones are numbered by the database)."""
     now = tx.now_ms()
     action, to_state = str(action), str(to_state)  # plain strings, not the enums
     changes: dict[str, Any] = {"state": to_state, "updated_ts": now, **(values or {})}
@@ -67,72 +154,48 @@ async def record_step(
     if is_final(to_state):
         changes["ended_ts"] = now
         changes.setdefault("due_ts", None)
-    await tx.conn.execute(update(deals).where(deals.c.deal_id == deal["deal_id"]).values(**changes))
     new = {**deal, **changes}
+    first = deal["state"] is None
+    if not first:
+        params = {k: new.get(k) for k in _MUTABLE}
+        params["b_deal_id"] = deal["deal_id"]
+        await tx.conn.execute(_UPDATE_DEAL, params)
     stored = await tx.append(
         NewEvent(
             room_id=deal["room_id"], type=ev.MESSAGE, sender=sender, content=deal_event_content(new, action)
         )
     )
-    seq = (
-        await tx.conn.execute(
-            select(func.coalesce(func.max(deal_transitions.c.seq), 0)).where(
-                deal_transitions.c.deal_id == deal["deal_id"]
-            )
-        )
-    ).scalar_one()
-    await tx.conn.execute(
-        deal_transitions.insert().values(
-            deal_id=deal["deal_id"],
-            seq=int(seq) + 1,
-            from_state=deal["state"],
-            to_state=to_state,
-            actor=actor_id,
-            event_id=stored.event_id,
-            note=note or action,
-            ts=now,
-        )
-    )
+    row = {
+        "deal_id": deal["deal_id"],
+        "from_state": deal["state"],
+        "to_state": to_state,
+        "actor": actor_id,
+        "event_id": stored.event_id,
+        "note": note or action,
+        "ts": now,
+    }
+    if first:
+        row["seq"] = 1
+        await tx.conn.execute(_INSERT_TRANSITION, row)
+    else:
+        await tx.conn.execute(_INSERT_NEXT_TRANSITION, row)
     new.pop("_refunded", None)
-    return new
+    return new, row
 
 
 async def settle_listing(tx: WriteTx, listing_id: str, *, returned: int) -> None:
     """A deal ended: give `returned` units back, and set the listing's state from what is left
     (active while units remain, reserved while open deals hold the rest, sold when none do).
-    Withdrawn and expired listings keep their state."""
-    row = (
-        await tx.conn.execute(
-            select(listings.c.state, listings.c.available).where(listings.c.listing_id == listing_id)
-        )
-    ).first()
-    if row is None:
-        return
-    available = int(row.available) + returned
-    state = str(row.state)
-    if state in ("active", "reserved", "sold"):
-        if available > 0:
-            state = "active"
-        else:
-            open_left = (
-                await tx.conn.execute(
-                    select(func.count())
-                    .select_from(deals)
-                    .where((deals.c.listing_id == listing_id) & deals.c.state.in_(OPEN_STATES))
-                )
-            ).scalar_one()
-            state = "reserved" if open_left else "sold"
+    Withdrawn and expired listings keep their state. Call it after the deal's row is updated."""
     await tx.conn.execute(
-        update(listings)
-        .where(listings.c.listing_id == listing_id)
-        .values(available=available, state=state, updated_ts=tx.now_ms())
+        _SETTLE_LISTING, {"b_listing_id": listing_id, "returned": returned, "now": tx.now_ms()}
     )
 
 
 async def load_deal(tx: WriteTx, actor: Actor | None, deal_id: str) -> dict[str, Any]:
     """The deal, if `actor` may see it (a party or staff; None: the system); 404 otherwise."""
     check_id(deal_id)
-    row = (await tx.conn.execute(select(deals).where(deals.c.deal_id == deal_id))).first()
+    row = (await tx.conn.execute(_DEAL_BY_ID, {"deal_id": deal_id})).first()
     if row is None or (actor is not None and not may_see(actor, row.buyer, row.seller)):
         raise not_found(f"no deal {deal_id}")
     return deal_dict(row)
@@ -486,6 +549,7 @@ __all__ = [
     "mark_delivered",
     "open_dispute",
     "record_step",
+    "record_step_with_transition",
     "release_to_seller",
     "resolve",
     "role_of",

@@ -16,7 +16,9 @@ import hashlib
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from clawlist.actions import audit
@@ -73,6 +75,40 @@ def _net(entries: Iterable[tuple[str, int]]) -> dict[str, int]:
     return {k: v for k, v in net.items() if v != 0}
 
 
+# Built once (the hot path of every deal step): executing a prebuilt statement with bound
+# parameters reuses its compiled form instead of building and hashing an expression per call.
+_TRANSFER_BY_KEY = select(ledger_transfers.c.transfer_id).where(
+    ledger_transfers.c.idem_key == bindparam("idem_key")
+)
+_ENTRIES_OF = select(ledger_entries.c.account_id, ledger_entries.c.amount).where(
+    ledger_entries.c.transfer_id == bindparam("transfer_id")
+)
+_BALANCES = select(ledger_accounts.c.account_id, ledger_accounts.c.balance).where(
+    ledger_accounts.c.account_id.in_(bindparam("account_ids", expanding=True))
+)
+_BALANCE = select(ledger_accounts.c.balance).where(ledger_accounts.c.account_id == bindparam("account_id"))
+#: The common case, one debited account: the key lookup and its balance in one statement.
+_KEY_AND_BALANCE = select(
+    _TRANSFER_BY_KEY.scalar_subquery().label("existing"), _BALANCE.scalar_subquery().label("balance")
+)
+_INSERT_TRANSFER = ledger_transfers.insert()
+_INSERT_ENTRIES = ledger_entries.insert()
+
+
+def _credit_upsert(insert: Any) -> Any:
+    """INSERT an account with `balance` = the entry's amount, or add the amount to the existing
+    account's balance: one statement creates accounts on first use and moves the money."""
+    stmt = insert(ledger_accounts)
+    return stmt.on_conflict_do_update(
+        index_elements=[ledger_accounts.c.account_id],
+        set_={"balance": ledger_accounts.c.balance + stmt.excluded.balance},
+    )
+
+
+_APPLY_SQLITE = _credit_upsert(sqlite_insert)
+_APPLY_POSTGRESQL = _credit_upsert(pg_insert)
+
+
 async def post_transfer(
     conn: AsyncConnection,
     *,
@@ -88,7 +124,11 @@ async def post_transfer(
     returns the first transfer's id (409 CL_IDEM_KEY_REUSED if it named other entries).
 
     Refused with 409 CL_INSUFFICIENT_FUNDS (with `account`, `balance` and `needed`) when an account
-    other than `mint` would go negative. Call it inside a writer operation."""
+    other than `mint` would go negative. Call it inside a writer operation.
+
+    Four statements when one account is debited (the usual case: the key lookup with that
+    account's balance, then the transfer, its entries, and the balances, accounts created on first
+    use), five otherwise, whatever the number of accounts."""
     if not idem_key or len(idem_key) > MAX_IDEM_KEY:
         raise ValueError("idem_key must be 1-255 characters")
     if kind not in TRANSFER_KINDS:
@@ -98,38 +138,29 @@ async def post_transfer(
         raise ValueError("a transfer's entries must sum to zero")
     if not net:
         raise ValueError("a transfer moves something")
-    transfer_id = transfer_id_for(idem_key)
-    existing = (
-        await conn.execute(
-            select(ledger_transfers.c.transfer_id).where(ledger_transfers.c.idem_key == idem_key)
-        )
-    ).scalar()
+    # only a debit can take an account below zero: the debited accounts' balances are read
+    debited = sorted(a for a, delta in net.items() if delta < 0 and a != MINT)
+    balances: dict[str, int] = {}
+    if len(debited) == 1:
+        row = (await conn.execute(_KEY_AND_BALANCE, {"idem_key": idem_key, "account_id": debited[0]})).one()
+        existing = row.existing
+        if row.balance is not None:
+            balances[debited[0]] = int(row.balance)
+    else:
+        existing = (await conn.execute(_TRANSFER_BY_KEY, {"idem_key": idem_key})).scalar()
+        if debited and existing is None:
+            rows = (await conn.execute(_BALANCES, {"account_ids": debited})).all()
+            balances = {str(r.account_id): int(r.balance) for r in rows}
     if existing is not None:
-        rows = (
-            await conn.execute(
-                select(ledger_entries.c.account_id, ledger_entries.c.amount).where(
-                    ledger_entries.c.transfer_id == existing
-                )
-            )
-        ).all()
+        rows = (await conn.execute(_ENTRIES_OF, {"transfer_id": existing})).all()
         if _net((str(r.account_id), int(r.amount)) for r in rows) != net:
             raise ClawlistError(
                 409, "CL_IDEM_KEY_REUSED", f"the idempotency key {idem_key!r} was used for another transfer"
             )
         return str(existing)
-    balances = {
-        str(r.account_id): int(r.balance)
-        for r in (
-            await conn.execute(
-                select(ledger_accounts.c.account_id, ledger_accounts.c.balance).where(
-                    ledger_accounts.c.account_id.in_(sorted(net))
-                )
-            )
-        ).all()
-    }
-    for account_id, delta in sorted(net.items()):
-        have = balances.get(account_id, 0)
-        if account_id != MINT and have + delta < 0:
+    for account_id in debited:
+        have, delta = balances.get(account_id, 0), net[account_id]
+        if have + delta < 0:
             raise ClawlistError(
                 409,
                 "CL_INSUFFICIENT_FUNDS",
@@ -140,38 +171,41 @@ async def post_transfer(
                 needed=-delta,
             )
     # every check passed: now write
-    for account_id in sorted(net):
-        if account_id not in balances:
-            acct_kind, owner = _account_kind(account_id)
-            await conn.execute(
-                ledger_accounts.insert().values(
-                    account_id=account_id, kind=acct_kind, owner=owner, balance=0, created_ts=now_ms
-                )
-            )
+    transfer_id = transfer_id_for(idem_key)
     await conn.execute(
-        ledger_transfers.insert().values(
-            transfer_id=transfer_id,
-            idem_key=idem_key,
-            kind=kind,
-            deal_id=deal_id,
-            memo=memo,
-            created_by=created_by,
-            created_ts=now_ms,
-        )
+        _INSERT_TRANSFER,
+        {
+            "transfer_id": transfer_id,
+            "idem_key": idem_key,
+            "kind": kind,
+            "deal_id": deal_id,
+            "memo": memo,
+            "created_by": created_by,
+            "created_ts": now_ms,
+        },
     )
+    ordered = sorted(net.items())
     await conn.execute(
-        ledger_entries.insert(),
+        _INSERT_ENTRIES,
         [
             {"transfer_id": transfer_id, "account_id": a, "amount": v, "created_ts": now_ms}
-            for a, v in sorted(net.items())
+            for a, v in ordered
         ],
     )
-    for account_id, delta in sorted(net.items()):
-        await conn.execute(
-            update(ledger_accounts)
-            .where(ledger_accounts.c.account_id == account_id)
-            .values(balance=ledger_accounts.c.balance + delta)
+    accounts = []
+    for account_id, delta in ordered:
+        acct_kind, owner = _account_kind(account_id)
+        accounts.append(
+            {
+                "account_id": account_id,
+                "kind": acct_kind,
+                "owner": owner,
+                "balance": delta,
+                "created_ts": now_ms,
+            }
         )
+    apply = _APPLY_SQLITE if conn.dialect.name == "sqlite" else _APPLY_POSTGRESQL
+    await conn.execute(apply, accounts)
     return transfer_id
 
 
@@ -224,11 +258,7 @@ def new_idem_key(svc: Services) -> str:
 
 
 async def account_balance(conn: AsyncConnection, account_id: str) -> int:
-    value = (
-        await conn.execute(
-            select(ledger_accounts.c.balance).where(ledger_accounts.c.account_id == account_id)
-        )
-    ).scalar()
+    value = (await conn.execute(_BALANCE, {"account_id": account_id})).scalar()
     return int(value or 0)
 
 
